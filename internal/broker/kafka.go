@@ -1,0 +1,284 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/IBM/sarama"
+	"gocloud.dev/pubsub"
+	"gocloud.dev/pubsub/kafkapubsub"
+)
+
+const kafkaScheme = "kafka"
+
+// Environment variables read by the Kafka opener. KAFKA_BROKERS is gocloud's own name.
+const (
+	EnvKafkaBrokers       = "KAFKA_BROKERS"            // comma-separated host:port list
+	EnvKafkaProperties    = "PUBCRYPT_KAFKA_PROPERTIES" // path of a client.properties file
+	EnvKafkaSASLUsername  = "KAFKA_SASL_USERNAME"
+	EnvKafkaSASLPassword  = "KAFKA_SASL_PASSWORD"
+	EnvKafkaSASLMechanism = "KAFKA_SASL_MECHANISM" // PLAIN (the default when a username is set)
+	EnvKafkaTLS           = "KAFKA_TLS"            // true/false; default true when SASL is used
+	EnvKafkaCAFile        = "KAFKA_CA_FILE"        // PEM bundle to trust instead of the system roots
+)
+
+// KafkaSettings is what the opener needs to reach a cluster. Secrets stay in this struct;
+// String() never prints them.
+type KafkaSettings struct {
+	Brokers       []string
+	TLS           bool
+	CAFile        string
+	SASLMechanism string // "" (none) or "PLAIN"
+	SASLUsername  string
+	SASLPassword  string
+}
+
+func (s KafkaSettings) String() string {
+	auth := "no SASL"
+	if s.SASLMechanism != "" {
+		auth = "SASL " + s.SASLMechanism + " as " + s.SASLUsername
+	}
+	return fmt.Sprintf("brokers=%s tls=%t %s", strings.Join(s.Brokers, ","), s.TLS, auth)
+}
+
+// KafkaSettingsFromEnv reads settings from a client.properties file (if
+// PUBCRYPT_KAFKA_PROPERTIES names one), then lets the KAFKA_* environment variables
+// override single values.
+func KafkaSettingsFromEnv() (KafkaSettings, error) {
+	var s KafkaSettings
+	if path := os.Getenv(EnvKafkaProperties); path != "" {
+		var err error
+		if s, err = ReadKafkaProperties(path); err != nil {
+			return s, err
+		}
+	}
+	if v := os.Getenv(EnvKafkaBrokers); v != "" {
+		s.Brokers = splitList(v)
+	}
+	if v := os.Getenv(EnvKafkaSASLUsername); v != "" {
+		s.SASLUsername = v
+	}
+	if v := os.Getenv(EnvKafkaSASLPassword); v != "" {
+		s.SASLPassword = v
+	}
+	if v := os.Getenv(EnvKafkaSASLMechanism); v != "" {
+		s.SASLMechanism = strings.ToUpper(v)
+	} else if s.SASLMechanism == "" && s.SASLUsername != "" {
+		s.SASLMechanism = "PLAIN"
+		s.TLS = true
+	}
+	if v := os.Getenv(EnvKafkaTLS); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return s, fmt.Errorf("kafka: %s=%q is not true or false", EnvKafkaTLS, v)
+		}
+		s.TLS = b
+	}
+	if v := os.Getenv(EnvKafkaCAFile); v != "" {
+		s.CAFile = v
+	}
+	return s, s.validate()
+}
+
+// ReadKafkaProperties reads the Kafka client.properties file that Confluent Cloud hands
+// out: bootstrap.servers, security.protocol, sasl.mechanism(s), sasl.username and
+// sasl.password (or sasl.jaas.config), ssl.ca.location. Other keys are ignored.
+func ReadKafkaProperties(path string) (KafkaSettings, error) {
+	var s KafkaSettings
+	f, err := os.Open(path)
+	if err != nil {
+		return s, fmt.Errorf("kafka: read client properties: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || text[0] == '#' || text[0] == '!' {
+			continue
+		}
+		k, v, ok := strings.Cut(text, "=")
+		if !ok {
+			return s, fmt.Errorf("kafka: %s line %d: expected key=value", path, line)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		switch k {
+		case "bootstrap.servers":
+			s.Brokers = splitList(v)
+		case "security.protocol":
+			switch strings.ToUpper(v) {
+			case "PLAINTEXT":
+			case "SSL":
+				s.TLS = true
+			case "SASL_PLAINTEXT":
+				if s.SASLMechanism == "" {
+					s.SASLMechanism = "PLAIN"
+				}
+			case "SASL_SSL":
+				s.TLS = true
+				if s.SASLMechanism == "" {
+					s.SASLMechanism = "PLAIN"
+				}
+			default:
+				return s, fmt.Errorf("kafka: %s line %d: security.protocol %q is not supported (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)", path, line, v)
+			}
+		case "sasl.mechanism", "sasl.mechanisms":
+			s.SASLMechanism = strings.ToUpper(v)
+		case "sasl.username":
+			s.SASLUsername = v
+		case "sasl.password":
+			s.SASLPassword = v
+		case "sasl.jaas.config":
+			s.SASLUsername, s.SASLPassword = jaasCredentials(v)
+		case "ssl.ca.location":
+			s.CAFile = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return s, fmt.Errorf("kafka: read client properties %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// jaasCredentials pulls username='...' password='...' out of a Java JAAS line.
+func jaasCredentials(v string) (user, pass string) {
+	field := func(name string) string {
+		i := strings.Index(v, name+"=")
+		if i < 0 {
+			return ""
+		}
+		rest := v[i+len(name)+1:]
+		if rest == "" {
+			return ""
+		}
+		q := rest[0]
+		if q != '\'' && q != '"' {
+			return ""
+		}
+		end := strings.IndexByte(rest[1:], q)
+		if end < 0 {
+			return ""
+		}
+		return rest[1 : 1+end]
+	}
+	return field("username"), field("password")
+}
+
+func (s KafkaSettings) validate() error {
+	if len(s.Brokers) == 0 {
+		return fmt.Errorf("kafka: no brokers: set %s or bootstrap.servers in the file named by %s", EnvKafkaBrokers, EnvKafkaProperties)
+	}
+	switch s.SASLMechanism {
+	case "":
+	case "PLAIN":
+		if s.SASLUsername == "" || s.SASLPassword == "" {
+			return fmt.Errorf("kafka: SASL PLAIN needs a username and a password (%s/%s or sasl.username/sasl.password)", EnvKafkaSASLUsername, EnvKafkaSASLPassword)
+		}
+	default:
+		return fmt.Errorf("kafka: SASL mechanism %q is not supported (PLAIN)", s.SASLMechanism)
+	}
+	return nil
+}
+
+// SaramaConfig builds the client configuration: headers need Kafka ≥ 0.11 and SASL
+// against Confluent Cloud needs ≥ 1.0; every write waits for all in-sync replicas.
+func (s KafkaSettings) SaramaConfig() (*sarama.Config, error) {
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	c := kafkapubsub.MinimalConfig()
+	c.Version = sarama.V2_8_0_0
+	c.ClientID = "pubcrypt"
+	c.Producer.RequiredAcks = sarama.WaitForAll
+	c.Producer.Return.Errors = true
+	if s.TLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if s.CAFile != "" {
+			pem, err := os.ReadFile(s.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("kafka: read CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("kafka: CA file %s holds no PEM certificate", s.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		c.Net.TLS.Enable = true
+		c.Net.TLS.Config = tc
+	}
+	if s.SASLMechanism == "PLAIN" {
+		c.Net.SASL.Enable = true
+		c.Net.SASL.Mechanism = sarama.SASLTypePlaintext
+		c.Net.SASL.User = s.SASLUsername
+		c.Net.SASL.Password = s.SASLPassword
+		c.Net.SASL.Handshake = true
+	}
+	return c, nil
+}
+
+func (s KafkaSettings) opener() (*kafkapubsub.URLOpener, error) {
+	c, err := s.SaramaConfig()
+	if err != nil {
+		return nil, err
+	}
+	return &kafkapubsub.URLOpener{Brokers: s.Brokers, Config: c}, nil
+}
+
+func openKafkaTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+	s, err := KafkaSettingsFromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
+	}
+	o, err := s.opener()
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
+	}
+	t, err := o.OpenTopicURL(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s on %s: %w", redact(u), strings.Join(s.Brokers, ","), err)
+	}
+	return t, nil
+}
+
+func openKafkaSubscription(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+	s, err := KafkaSettingsFromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
+	}
+	o, err := s.opener()
+	if err != nil {
+		return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
+	}
+	sub, err := o.OpenSubscriptionURL(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("open subscription %s on %s: %w", redact(u), strings.Join(s.Brokers, ","), err)
+	}
+	return sub, nil
+}
+
+// redact drops userinfo from a URL before it reaches an error string.
+func redact(u *url.URL) string {
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+

@@ -1,0 +1,122 @@
+// Package keyring is where pubcrypt gets its keys. A Keyring wraps and unwraps data keys
+// under a key-encryption key that never leaves the key service (HashiCorp Vault's Transit
+// engine in Vault). The data key is what encrypts messages, locally, with AES-256-GCM: the
+// key service sees one request per data key, not one per message.
+//
+// The send side asks DataKeys for the current key; DataKeys replaces it when a limit the
+// user set is reached (age, messages, bytes), or hands out a fresh key per message. The
+// receive side asks an UnwrapCache, which keeps recently unwrapped keys so that a stream
+// under one data key costs one call to the key service, and collapses concurrent misses
+// for the same wrapped key into one call.
+//
+// Errors from a Keyring are *Error values that name the operation and the key, never the
+// key material, the token or the plaintext; errors.Is matches them against ErrUnavailable,
+// ErrPermissionDenied, ErrKeyNotFound, ErrVersionTooOld and ErrInvalidWrappedKey.
+package keyring
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// DataKeySize is the size in bytes of every data key: AES-256.
+const DataKeySize = 32
+
+// Keyring wraps and unwraps data keys under a key-encryption key held by a key service.
+type Keyring interface {
+	// GenerateDataKey returns a fresh random data key of DataKeySize bytes, in plaintext
+	// and wrapped by the keyring's current key-encryption key.
+	GenerateDataKey(ctx context.Context) (*DataKey, error)
+	// UnwrapDataKey returns the plaintext of a data key that GenerateDataKey wrapped under
+	// the key-encryption key named keyID.
+	UnwrapDataKey(ctx context.Context, keyID, wrapped string) ([]byte, error)
+}
+
+// DataKey is a data key in both forms. Plaintext must never be logged or persisted.
+type DataKey struct {
+	// Plaintext is the raw key, DataKeySize bytes.
+	Plaintext []byte
+	// Wrapped is the key encrypted by the key service, printable ASCII (for Vault:
+	// "vault:v3:..."). It travels beside the data.
+	Wrapped string
+	// KeyID names the key-encryption key that wrapped it (for Vault: the transit key name).
+	KeyID string
+	// Version is the version of the key-encryption key that wrapped it, 0 if unknown.
+	Version int
+
+	once sync.Once
+	aead cipher.AEAD
+	err  error
+}
+
+// AEAD returns AES-256-GCM under the data key, built once per key so that a reused key
+// pays the key schedule once.
+func (k *DataKey) AEAD() (cipher.AEAD, error) {
+	k.once.Do(func() {
+		if len(k.Plaintext) != DataKeySize {
+			k.err = fmt.Errorf("keyring: data key for %q has %d bytes, want %d", k.KeyID, len(k.Plaintext), DataKeySize)
+			return
+		}
+		block, err := aes.NewCipher(k.Plaintext)
+		if err != nil {
+			k.err = err
+			return
+		}
+		k.aead, k.err = cipher.NewGCM(block)
+	})
+	return k.aead, k.err
+}
+
+// Error kinds, matched with errors.Is.
+var (
+	// ErrUnavailable: the key service could not be reached or answered with a server error.
+	ErrUnavailable = errors.New("key service unavailable")
+	// ErrPermissionDenied: the key service refused the credentials for this operation.
+	ErrPermissionDenied = errors.New("permission denied by key service")
+	// ErrKeyNotFound: the named key-encryption key does not exist.
+	ErrKeyNotFound = errors.New("key-encryption key not found")
+	// ErrVersionTooOld: the wrapped key is under a key version the key service no longer
+	// allows for decryption (Vault: below min_decryption_version).
+	ErrVersionTooOld = errors.New("key version no longer allowed for decryption")
+	// ErrInvalidWrappedKey: the wrapped key is malformed or does not authenticate.
+	ErrInvalidWrappedKey = errors.New("invalid wrapped data key")
+)
+
+// Error is the error a Keyring returns. It names the operation and the key, and wraps
+// one of the Err* kinds above plus the service's own error (with secrets removed).
+type Error struct {
+	Op      string // "generate data key", "unwrap data key", ...
+	KeyID   string
+	Version int   // key version involved, 0 if unknown
+	Kind    error // one of the Err* values
+	Err     error // underlying cause, safe to print
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("keyring: %s with key %q", e.Op, e.KeyID)
+	if e.Version > 0 {
+		msg += fmt.Sprintf(" version %d", e.Version)
+	}
+	if e.Kind != nil {
+		msg += ": " + e.Kind.Error()
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() []error {
+	var errs []error
+	if e.Kind != nil {
+		errs = append(errs, e.Kind)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
