@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -20,7 +21,7 @@ const kafkaScheme = "kafka"
 
 // Environment variables read by the Kafka opener. KAFKA_BROKERS is gocloud's own name.
 const (
-	EnvKafkaBrokers       = "KAFKA_BROKERS"            // comma-separated host:port list
+	EnvKafkaBrokers       = "KAFKA_BROKERS"             // comma-separated host:port list
 	EnvKafkaProperties    = "PUBCRYPT_KAFKA_PROPERTIES" // path of a client.properties file
 	EnvKafkaSASLUsername  = "KAFKA_SASL_USERNAME"
 	EnvKafkaSASLPassword  = "KAFKA_SASL_PASSWORD"
@@ -244,7 +245,7 @@ func openKafkaTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
 	}
 	t, err := o.OpenTopicURL(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("open topic %s on %s: %w", redact(u), strings.Join(s.Brokers, ","), err)
+		return nil, fmt.Errorf("open topic %s on %s: %w%s", redact(u), strings.Join(s.Brokers, ","), err, s.hint(err))
 	}
 	return t, nil
 }
@@ -260,9 +261,27 @@ func openKafkaSubscription(ctx context.Context, u *url.URL) (*pubsub.Subscriptio
 	}
 	sub, err := o.OpenSubscriptionURL(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("open subscription %s on %s: %w", redact(u), strings.Join(s.Brokers, ","), err)
+		return nil, fmt.Errorf("open subscription %s on %s: %w%s", redact(u), strings.Join(s.Brokers, ","), err, s.hint(err))
 	}
 	return sub, nil
+}
+
+// hint tells what to check when sarama could reach no broker, which is all it says when
+// the address, TLS or the SASL credentials are wrong.
+func (s KafkaSettings) hint(err error) string {
+	if !errors.Is(err, sarama.ErrOutOfBrokers) {
+		return ""
+	}
+	h := fmt.Sprintf(" (check that %s is reachable", strings.Join(s.Brokers, ","))
+	if s.TLS {
+		h += ", speaks TLS"
+	} else {
+		h += " without TLS"
+	}
+	if s.SASLMechanism != "" {
+		h += " and accepts the SASL " + s.SASLMechanism + " credentials of " + s.SASLUsername
+	}
+	return h + ")"
 }
 
 // redact drops userinfo from a URL before it reaches an error string.
@@ -281,4 +300,3 @@ func splitList(v string) []string {
 	}
 	return out
 }
-
