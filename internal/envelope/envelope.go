@@ -1,0 +1,283 @@
+// Package envelope implements version 1 of the pubcrypt wire format, specified in
+// docs/FORMAT.md; testdata/envelope/v1.json holds vectors any implementation can be
+// checked against.
+//
+// An encrypted message stays an ordinary pub/sub message. Its body is the AES-256-GCM
+// ciphertext, and two metadata entries carry what a receiver needs: "pubcrypt" (version,
+// algorithm, key ID, nonce) and "pubcrypt-dek" (the data key as the key service wrapped
+// it). Both are short printable ASCII, so the envelope survives Kafka headers, SQS
+// message attributes and Pub/Sub attributes unchanged; the producer's own metadata stays
+// in clear, readable for routing and filtering, except the entries named sensitive,
+// which travel inside the ciphertext.
+//
+// The associated data binds the envelope entries and every clear metadata entry, so a
+// receiver gets exactly what the sender sent or an error: a changed, added or removed
+// entry fails authentication like a changed body byte. A broker that adds metadata of
+// its own must have it removed before Open.
+//
+// Nonces are not random: the sender's key source numbers the messages it encrypts under
+// each data key, and the nonce is that number. A data key belongs to one sender and is
+// retired long before its counter could wrap, so a nonce never repeats under a key
+// however many messages the key encrypts; docs/FORMAT.md gives the argument and the
+// limits that remain.
+package envelope
+
+import (
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"unicode/utf8"
+)
+
+const (
+	// HeaderKey is the metadata key of the header entry.
+	HeaderKey = "pubcrypt"
+	// DEKKey is the metadata key of the wrapped data key entry.
+	DEKKey = "pubcrypt-dek"
+	// Version is the format version this package reads and writes.
+	Version = 1
+	// MaxValueLen is the longest envelope entry value, in bytes.
+	MaxValueLen = 1024
+)
+
+// Error kinds, matched with errors.Is. Errors wrap them with detail that names a field,
+// never a key, a metadata value or plaintext.
+var (
+	// ErrNoEnvelope: the message carries no pubcrypt entries; it was not encrypted.
+	ErrNoEnvelope = errors.New("envelope: message is not encrypted")
+	// ErrMalformed: pubcrypt entries are present but do not follow the format (one
+	// missing, bad header, unknown version, bad sensitive block, ...).
+	ErrMalformed = errors.New("envelope: malformed encrypted message")
+	// ErrAuth: the ciphertext does not authenticate under the given key, nonce and
+	// associated data: something was changed, or the key is wrong.
+	ErrAuth = errors.New("envelope: message authentication failed")
+	// ErrInvalidInput: Seal was given a message the format cannot carry (reserved key,
+	// invalid key ID, non-UTF-8 metadata, ...), or Open an unusable AEAD.
+	ErrInvalidInput = errors.New("envelope: invalid input")
+)
+
+// SealInput is one message to encrypt.
+type SealInput struct {
+	// AEAD is AES-256-GCM under the data key (keyring.DataKey.AEAD).
+	AEAD cipher.AEAD
+	// KeyID names the key-encryption key: 1 to 128 characters from [A-Za-z0-9._-].
+	KeyID string
+	// Wrapped is the data key as the key service wrapped it: 1 to MaxValueLen bytes of
+	// printable ASCII.
+	Wrapped string
+	// Seq is the sequence number the key source handed out with the data key; it is the
+	// nonce, so it must never repeat under one data key.
+	Seq uint64
+	// Body is the plaintext body. Seal does not modify it.
+	Body []byte
+	// Metadata is the producer's metadata, keys and values valid UTF-8, no key starting
+	// with "pubcrypt". Seal does not modify it.
+	Metadata map[string]string
+	// Sensitive names keys of Metadata to encrypt instead of sending in clear. Names
+	// absent from Metadata are ignored.
+	Sensitive []string
+}
+
+// Seal encrypts one message. It returns the ciphertext body and the complete metadata to
+// send: the producer's clear entries plus the two envelope entries.
+func Seal(in SealInput) (body []byte, md map[string]string, err error) {
+	if err := checkAEAD(in.AEAD); err != nil {
+		return nil, nil, err
+	}
+	if !validKeyID(in.KeyID) {
+		return nil, nil, invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen)
+	}
+	if !validValue(in.Wrapped) {
+		return nil, nil, invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen)
+	}
+
+	visible := make([]string, 0, len(in.Metadata))
+	var hidden []string
+	for k, v := range in.Metadata {
+		switch {
+		case reserved(k):
+			return nil, nil, invalid("metadata key %.64q is reserved (prefix %q)", k, reservedPrefix)
+		case !utf8.ValidString(k):
+			return nil, nil, invalid("metadata key %.64q is not valid UTF-8", k)
+		case !utf8.ValidString(v):
+			return nil, nil, invalid("value of metadata key %.64q is not valid UTF-8", k)
+		case !fitsU32(len(k)) || !fitsU32(len(v)):
+			return nil, nil, invalid("metadata entry %.64q longer than 2^32-1 bytes", k)
+		}
+		if slices.Contains(in.Sensitive, k) {
+			hidden = append(hidden, k)
+		} else {
+			visible = append(visible, k)
+		}
+	}
+	if !fitsU32(len(visible)) {
+		return nil, nil, invalid("more than 2^32-1 metadata entries")
+	}
+	slices.Sort(visible)
+	slices.Sort(hidden)
+	var blockLen uint64
+	if len(hidden) > 0 {
+		blockLen = blockSize(hidden, in.Metadata)
+	}
+	if ptLen := blockLen + uint64(len(in.Body)); ptLen > maxPlaintext || ptLen > math.MaxInt-tagSize {
+		return nil, nil, invalid("body and sensitive metadata longer than GCM's %d-byte limit", maxPlaintext)
+	}
+
+	nonceArr := nonceFor(in.Seq)
+	header := formatHeader(in.KeyID, nonceArr, len(hidden) > 0)
+	// Nonce and associated data share one small allocation.
+	buf := make([]byte, 0, nonceSize+adSize(header, in.Wrapped, visible, in.Metadata))
+	nonce := append(buf, nonceArr[:]...)
+	ad := appendAD(nonce[nonceSize:], header, in.Wrapped, visible, in.Metadata)
+
+	if len(hidden) == 0 {
+		body = in.AEAD.Seal(make([]byte, 0, len(in.Body)+tagSize), nonce, in.Body, ad)
+	} else {
+		// plaintext = block || body, encrypted in place: the body is copied once.
+		n := int(blockLen) + len(in.Body)
+		pt := appendBlock(make([]byte, 0, n+tagSize), hidden, in.Metadata)
+		pt = append(pt, in.Body...)
+		body = in.AEAD.Seal(pt[:0], nonce, pt, ad)
+	}
+
+	md = make(map[string]string, len(visible)+2)
+	for _, k := range visible {
+		md[k] = in.Metadata[k]
+	}
+	md[HeaderKey] = header
+	md[DEKKey] = in.Wrapped
+	return body, md, nil
+}
+
+// Envelope is the parsed envelope of a received message.
+type Envelope struct {
+	// Header is the raw value of the "pubcrypt" entry.
+	Header string
+	// KeyID names the key-encryption key that wrapped the data key.
+	KeyID string
+	// Wrapped is the wrapped data key, to unwrap with the key service.
+	Wrapped string
+	// Nonce is the 12-byte GCM nonce.
+	Nonce []byte
+	// SensitiveMeta reports whether the plaintext starts with a block of sensitive
+	// metadata (m=1).
+	SensitiveMeta bool
+
+	nonce [nonceSize]byte // backs Nonce: one allocation per Parse
+}
+
+// Parse reads the envelope entries of received metadata. It returns ErrNoEnvelope if the
+// message has no pubcrypt entries, and an error wrapping ErrMalformed if they do not
+// follow the format. Nothing is authenticated yet: trust the result only after Open.
+func Parse(md map[string]string) (*Envelope, error) {
+	header, hasHeader := md[HeaderKey]
+	wrapped, hasDEK := md[DEKKey]
+	for k := range md {
+		if reserved(k) && k != HeaderKey && k != DEKKey {
+			return nil, malformed("unknown reserved metadata key %.64q", k)
+		}
+	}
+	switch {
+	case !hasHeader && !hasDEK:
+		return nil, ErrNoEnvelope
+	case !hasHeader:
+		return nil, malformed("%q entry missing", HeaderKey)
+	case !hasDEK:
+		return nil, malformed("%q entry missing", DEKKey)
+	}
+	keyID, nonce, sensitive, err := parseHeader(header)
+	if err != nil {
+		return nil, err
+	}
+	if !validValue(wrapped) {
+		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
+	}
+	e := &Envelope{
+		Header:        header,
+		KeyID:         keyID,
+		Wrapped:       wrapped,
+		SensitiveMeta: sensitive,
+		nonce:         nonce,
+	}
+	e.Nonce = e.nonce[:]
+	return e, nil
+}
+
+// Open authenticates and decrypts a message with AES-256-GCM under the unwrapped data
+// key. It returns the plaintext body and the producer's metadata: the clear entries plus
+// the decrypted sensitive ones, without the envelope entries. md is the metadata as
+// received; whether it still holds the envelope entries does not matter. Open returns
+// an error wrapping ErrAuth if anything was changed or the key is wrong, and one
+// wrapping ErrMalformed if the envelope does not follow the format.
+func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]byte, map[string]string, error) {
+	if err := checkAEAD(aead); err != nil {
+		return nil, nil, err
+	}
+	if e == nil {
+		return nil, nil, malformed("nil envelope")
+	}
+	// The header is what the associated data binds; the fields must agree with it, since
+	// e.Nonce is what goes to GCM and SensitiveMeta decides how the plaintext is read.
+	keyID, nonce, sensitive, err := parseHeader(e.Header)
+	if err != nil {
+		return nil, nil, err
+	}
+	if keyID != e.KeyID || string(nonce[:]) != string(e.Nonce) || sensitive != e.SensitiveMeta {
+		return nil, nil, malformed("envelope fields disagree with its header")
+	}
+	if !validValue(e.Wrapped) {
+		return nil, nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
+	}
+	if len(body) < tagSize {
+		return nil, nil, malformed("body shorter than the %d-byte tag", tagSize)
+	}
+	if uint64(len(body)-tagSize) > maxPlaintext {
+		return nil, nil, malformed("body longer than GCM allows")
+	}
+
+	keys := clearKeys(md)
+	if !fitsU32(len(keys)) {
+		return nil, nil, malformed("more than 2^32-1 metadata entries")
+	}
+	for _, k := range keys {
+		if !fitsU32(len(k)) || !fitsU32(len(md[k])) {
+			return nil, nil, malformed("metadata entry longer than 2^32-1 bytes")
+		}
+	}
+	ad := buildAD(e.Header, e.Wrapped, keys, md)
+	pt, err := aead.Open(make([]byte, 0, len(body)-tagSize), e.Nonce, body, ad)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (key %q)", ErrAuth, e.KeyID)
+	}
+
+	out := make(map[string]string, len(keys)+1)
+	for _, k := range keys {
+		out[k] = md[k]
+	}
+	if sensitive {
+		n, err := parseBlock(pt, out)
+		if err != nil {
+			return nil, nil, err
+		}
+		pt = pt[n:]
+	}
+	return pt, out, nil
+}
+
+// checkAEAD refuses AEADs that cannot be AES-GCM as the format uses it; a wrong nonce
+// size would make cipher.AEAD panic.
+func checkAEAD(aead cipher.AEAD) error {
+	if aead == nil {
+		return invalid("nil AEAD")
+	}
+	if aead.NonceSize() != nonceSize || aead.Overhead() != tagSize {
+		return invalid("AEAD must be AES-GCM with a %d-byte nonce and a %d-byte tag", nonceSize, tagSize)
+	}
+	return nil
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
+}
