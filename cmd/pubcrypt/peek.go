@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"gocloud.dev/pubsub"
+
+	"github.com/pubcrypt/pubcrypt/internal/broker"
+)
+
+func runPeek(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("peek", "Prints the raw messages of a subscription as an admin of the broker sees them:\n"+
+		"metadata (headers) and body, without decrypting anything. Messages are not acknowledged.\n\n"+
+		"Example: pubcrypt peek --sub 'kafka://peek?topic=purchases_encrypted&offset=oldest'")
+	subURL := fs.String("sub", "", "subscription URL to read (required)")
+	max := fs.Int("max", 10, "stop after this many messages")
+	wait := fs.Duration("wait", 3*time.Second, "stop when no message arrives for this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *subURL == "" {
+		fs.Usage()
+		return errors.New("--sub is required")
+	}
+	sub, err := broker.OpenSubscription(ctx, *subURL)
+	if err != nil {
+		return err
+	}
+	defer sub.Shutdown(context.Background())
+	msgs, err := peek(ctx, sub, *max, *wait)
+	for i, m := range msgs {
+		printRaw(out, i+1, m)
+	}
+	fmt.Fprintf(out, "%d message(s)\n", len(msgs))
+	return err
+}
+
+// peek reads up to max raw messages, stopping early when none arrives for wait. Messages
+// are nacked where the broker allows it and otherwise left unacknowledged.
+func peek(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Duration) ([]*pubsub.Message, error) {
+	var msgs []*pubsub.Message
+	for len(msgs) < max {
+		rctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := sub.Receive(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				return msgs, nil
+			}
+			return msgs, err
+		}
+		if m.Nackable() {
+			m.Nack()
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, nil
+}
+
+// printRaw shows one message the way a broker's admin console does.
+func printRaw(w io.Writer, n int, m *pubsub.Message) {
+	fmt.Fprintf(w, "  #%d  %d bytes\n", n, len(m.Body))
+	keys := make([]string, 0, len(m.Metadata))
+	for k := range m.Metadata {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "      header %-14s %s\n", k, shorten(m.Metadata[k], 72))
+	}
+	fmt.Fprintf(w, "      body   %s\n", preview(m.Body, 72))
+}
+
+func preview(b []byte, n int) string {
+	if utf8.Valid(b) && !strings.ContainsFunc(string(b), func(r rune) bool { return r < 0x20 && r != '\t' }) {
+		return shorten(string(b), n)
+	}
+	return "(binary) base64:" + shorten(base64.StdEncoding.EncodeToString(b), n-16)
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

@@ -1,0 +1,173 @@
+// Package cryptsub is the receive side of pubcrypt. A *Subscription wraps a gocloud
+// *pubsub.Subscription: Receive authenticates and decrypts each message that crypttopic
+// sent, in place, so the returned *pubsub.Message carries the producer's body and metadata
+// and its Ack and Nack act on the message the broker delivered.
+//
+// Data keys are unwrapped through the keyring and kept in a bounded cache, so a stream
+// under one data key costs one key-service call.
+//
+// A message that cannot be decrypted — tampered with, under an unknown or retired key,
+// refused by the key service, or without an envelope — is returned as a *DecryptError
+// that carries the raw message. The subscription is not affected: ack the message,
+// dead-letter it, or stop, and call Receive again for the next one.
+package cryptsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"gocloud.dev/pubsub"
+
+	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/keyring"
+)
+
+// Reasons a message cannot be decrypted, matched with errors.Is on a *DecryptError.
+// Key-service failures match the keyring kinds instead (keyring.ErrPermissionDenied,
+// keyring.ErrKeyNotFound, keyring.ErrVersionTooOld, keyring.ErrUnavailable, ...).
+var (
+	// ErrNoEnvelope: the message carries no pubcrypt envelope (it was not encrypted).
+	ErrNoEnvelope = envelope.ErrNoEnvelope
+	// ErrMalformed: the envelope is present but not valid.
+	ErrMalformed = envelope.ErrMalformed
+	// ErrTampered: authentication failed; body, envelope or metadata was changed, or the
+	// data key is not the one the message was sealed with.
+	ErrTampered = envelope.ErrAuth
+)
+
+// DecryptError reports a message that Receive could not decrypt.
+type DecryptError struct {
+	// Message is the message as the broker delivered it (ciphertext body, raw metadata).
+	// Ack or Nack it; the subscription keeps working either way.
+	Message *pubsub.Message
+	// Err says why; match it with errors.Is against the Err* values of this package and
+	// of package keyring.
+	Err error
+}
+
+func (e *DecryptError) Error() string {
+	id := ""
+	if e.Message != nil {
+		id = e.Message.LoggableID
+	}
+	if id == "" {
+		id = "(no id)"
+	}
+	return fmt.Sprintf("cryptsub: message %s: cannot decrypt: %v", id, e.Err)
+}
+
+func (e *DecryptError) Unwrap() error { return e.Err }
+
+// Retryable reports whether the failure may pass if the same message is tried again later
+// (the key service was unreachable), as opposed to one that never will (tampering, no
+// envelope, permission denied, retired key version).
+func (e *DecryptError) Retryable() bool { return errors.Is(e.Err, keyring.ErrUnavailable) }
+
+// Options configure a Subscription.
+type Options struct {
+	// Keyring unwraps data keys. Required.
+	Keyring keyring.Keyring
+	// Cache bounds the cache of unwrapped data keys; the zero value has sensible defaults.
+	Cache keyring.CacheOptions
+	// AllowPlaintext delivers messages that carry no envelope as they are, instead of as a
+	// *DecryptError wrapping ErrNoEnvelope. For migrating a topic to encryption; a message
+	// whose envelope is present but invalid is still an error.
+	AllowPlaintext bool
+	// Logger receives decryption failures (message ID and reason only); nil discards them.
+	Logger *slog.Logger
+}
+
+// Subscription receives and decrypts messages from the subscription it wraps.
+type Subscription struct {
+	sub            *pubsub.Subscription
+	keys           *keyring.UnwrapCache
+	allowPlaintext bool
+	log            *slog.Logger
+}
+
+// New wraps s.
+func New(s *pubsub.Subscription, opts Options) (*Subscription, error) {
+	if s == nil {
+		return nil, errors.New("cryptsub: nil subscription")
+	}
+	if opts.Keyring == nil {
+		return nil, errors.New("cryptsub: Options.Keyring is required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Subscription{
+		sub:            s,
+		keys:           keyring.NewUnwrapCache(opts.Keyring, opts.Cache),
+		allowPlaintext: opts.AllowPlaintext,
+		log:            log,
+	}, nil
+}
+
+// Open opens the subscription at url (kafka://group?topic=purchases_encrypted,
+// mem://purchases, ...) and wraps it.
+func Open(ctx context.Context, url string, opts Options) (*Subscription, error) {
+	s, err := broker.OpenSubscription(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("cryptsub: %w", err)
+	}
+	cs, err := New(s, opts)
+	if err != nil {
+		_ = s.Shutdown(ctx)
+		return nil, err
+	}
+	return cs, nil
+}
+
+// Receive returns the next message, decrypted. An error that is a *DecryptError concerns
+// one message only; any other error comes from the subscription itself, as from
+// pubsub.Subscription.Receive.
+func (s *Subscription) Receive(ctx context.Context) (*pubsub.Message, error) {
+	m, err := s.sub.Receive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.open(ctx, m); err != nil {
+		s.log.WarnContext(ctx, "message not decrypted", "id", m.LoggableID, "err", err)
+		return nil, &DecryptError{Message: m, Err: err}
+	}
+	return m, nil
+}
+
+// open decrypts m in place; on error m is left exactly as received.
+func (s *Subscription) open(ctx context.Context, m *pubsub.Message) error {
+	env, err := envelope.Parse(m.Metadata)
+	if err != nil {
+		if s.allowPlaintext && errors.Is(err, envelope.ErrNoEnvelope) {
+			return nil
+		}
+		return err
+	}
+	key, err := s.keys.Get(ctx, env.KeyID, env.Wrapped)
+	if err != nil {
+		return err
+	}
+	aead, err := key.AEAD()
+	if err != nil {
+		return err
+	}
+	body, md, err := env.Open(aead, m.Body, m.Metadata)
+	if err != nil {
+		return err
+	}
+	m.Body, m.Metadata = body, md
+	return nil
+}
+
+// Shutdown stops receiving and closes the wrapped subscription.
+func (s *Subscription) Shutdown(ctx context.Context) error { return s.sub.Shutdown(ctx) }
+
+// As exposes the wrapped driver's types, as pubsub.Subscription.As does.
+func (s *Subscription) As(i any) bool { return s.sub.As(i) }
+
+// Unwrap returns the wrapped subscription. Receiving from it bypasses decryption.
+func (s *Subscription) Unwrap() *pubsub.Subscription { return s.sub }

@@ -1,0 +1,98 @@
+package cryptsub_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/pubcrypt/pubcrypt/internal/devkafka"
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
+	"github.com/pubcrypt/pubcrypt/keyring"
+)
+
+// vaultServer is a real Vault dev server for every test in this package. If it cannot be
+// started the whole package fails: these tests prove behaviour against the real thing.
+var vaultServer *devvault.Server
+
+const transitKey = "pubcrypt"
+
+func TestMain(m *testing.M) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	srv, err := devvault.Start(ctx, devvault.Options{Keys: []string{transitKey}})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: cannot start the Vault dev server these tests need:", err)
+		os.Exit(1)
+	}
+	vaultServer = srv
+	code := m.Run()
+	_ = srv.Stop()
+	os.Exit(code)
+}
+
+// newVault returns a keyring on the package's Vault server with its own call counter.
+func newVault(t testing.TB, srv *devvault.Server) *keyring.Vault {
+	t.Helper()
+	c, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := keyring.NewVault(keyring.VaultOptions{Client: c, Key: transitKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// newKafka starts an in-process broker with the given topics and points the kafka://
+// opener at it.
+func newKafka(t *testing.T, topics ...string) *devkafka.Broker {
+	t.Helper()
+	b, err := devkafka.Start(devkafka.Options{Topics: topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	t.Setenv("KAFKA_BROKERS", b.Addrs[0])
+	return b
+}
+
+// readRaw reads n records of topic the way an outside admin would: a plain Kafka client,
+// no decryption.
+func readRaw(t *testing.T, b *devkafka.Broker, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d raw records from %s before timeout", len(out), n, topic)
+		}
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+// produceRaw writes records straight to the broker, bypassing pubcrypt (to tamper).
+func produceRaw(t *testing.T, b *devkafka.Broker, rs ...*kgo.Record) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}

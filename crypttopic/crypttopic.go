@@ -1,0 +1,131 @@
+// Package crypttopic is the send side of pubcrypt. A *Topic wraps a gocloud *pubsub.Topic:
+// Send encrypts the message body locally with AES-256-GCM under a data key from a
+// keyring (HashiCorp Vault Transit, say), puts the wrapped data key and the nonce in two
+// metadata entries (the envelope, see docs/FORMAT.md) and sends the result. The broker,
+// and anyone who can read its disks, sees only ciphertext.
+//
+// One data key encrypts many messages until a limit of keyring.ReusePolicy is reached, so
+// a stream costs one key-service call per key, not per message; ReusePolicy.PerMessage
+// asks for a fresh key for every message instead.
+//
+// Send fails closed: if no data key can be had or the message cannot be sealed, Send
+// returns an error and nothing reaches the broker.
+package crypttopic
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"gocloud.dev/pubsub"
+
+	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/keyring"
+)
+
+// Options configure a Topic.
+type Options struct {
+	// Keyring generates and wraps the data keys. Required.
+	Keyring keyring.Keyring
+	// Reuse limits how long one data key is used; the zero value has safe defaults.
+	Reuse keyring.ReusePolicy
+	// SensitiveMetadata names metadata keys whose values travel encrypted inside the body
+	// instead of in clear (a filename, say). The receiver restores them.
+	SensitiveMetadata []string
+	// Logger receives key-rotation events and errors; nil discards them. It never sees
+	// keys, tokens or message contents.
+	Logger *slog.Logger
+}
+
+// Topic encrypts messages and sends them on the topic it wraps.
+type Topic struct {
+	topic     *pubsub.Topic
+	keys      *keyring.DataKeys
+	sensitive []string
+	log       *slog.Logger
+}
+
+// New wraps t. The caller keeps ownership of t only through the returned Topic: shut it
+// down with Topic.Shutdown.
+func New(t *pubsub.Topic, opts Options) (*Topic, error) {
+	if t == nil {
+		return nil, errors.New("crypttopic: nil topic")
+	}
+	if opts.Keyring == nil {
+		return nil, errors.New("crypttopic: Options.Keyring is required")
+	}
+	keys, err := keyring.NewDataKeys(opts.Keyring, opts.Reuse)
+	if err != nil {
+		return nil, fmt.Errorf("crypttopic: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Topic{topic: t, keys: keys, sensitive: append([]string(nil), opts.SensitiveMetadata...), log: log}, nil
+}
+
+// Open opens the topic at url (kafka://purchases, mem://purchases, or any scheme
+// registered with gocloud) and wraps it. Kafka settings come from the environment; see
+// the README.
+func Open(ctx context.Context, url string, opts Options) (*Topic, error) {
+	t, err := broker.OpenTopic(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("crypttopic: %w", err)
+	}
+	ct, err := New(t, opts)
+	if err != nil {
+		_ = t.Shutdown(ctx)
+		return nil, err
+	}
+	return ct, nil
+}
+
+// Send encrypts m and sends it. m itself is not modified; its BeforeSend and AfterSend
+// hooks are carried over. On any error before the broker is reached, nothing is sent.
+func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
+	if m == nil {
+		return errors.New("crypttopic: send: nil message")
+	}
+	key, seq, err := t.keys.Take(ctx, len(m.Body))
+	if err != nil {
+		t.log.ErrorContext(ctx, "no data key: message not sent", "err", err)
+		return fmt.Errorf("crypttopic: send: no data key, message not sent: %w", err)
+	}
+	if seq == 0 {
+		t.log.InfoContext(ctx, "new data key", "key", key.KeyID, "version", key.Version)
+	}
+	aead, err := key.AEAD()
+	if err != nil {
+		return fmt.Errorf("crypttopic: send: %w", err)
+	}
+	body, md, err := envelope.Seal(envelope.SealInput{
+		AEAD:      aead,
+		KeyID:     key.KeyID,
+		Wrapped:   key.Wrapped,
+		Seq:       seq,
+		Body:      m.Body,
+		Metadata:  m.Metadata,
+		Sensitive: t.sensitive,
+	})
+	if err != nil {
+		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
+	}
+	return t.topic.Send(ctx, &pubsub.Message{
+		Body:       body,
+		Metadata:   md,
+		BeforeSend: m.BeforeSend,
+		AfterSend:  m.AfterSend,
+	})
+}
+
+// Shutdown flushes pending sends and closes the wrapped topic.
+func (t *Topic) Shutdown(ctx context.Context) error { return t.topic.Shutdown(ctx) }
+
+// As exposes the wrapped driver's types, as pubsub.Topic.As does.
+func (t *Topic) As(i any) bool { return t.topic.As(i) }
+
+// Unwrap returns the wrapped topic. Sending on it bypasses encryption.
+func (t *Topic) Unwrap() *pubsub.Topic { return t.topic }

@@ -1,0 +1,68 @@
+package devvault
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// alive reports whether pid runs; a zombie (dead, not yet reaped by init) counts as dead.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
+}
+
+// TestVaultDiesWithParent kills a process that started Vault, without Stop, and checks
+// that Vault goes too (Pdeathsig).
+func TestVaultDiesWithParent(t *testing.T) {
+	if os.Getenv("DEVVAULT_HELPER") == "1" {
+		s, err := Start(context.Background(), Options{})
+		if err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		fmt.Println("pid", s.PID())
+		select {}
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestVaultDiesWithParent$")
+	cmd.Env = append(os.Environ(), "DEVVAULT_HELPER=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "pid ") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "pid ")))
+	if !alive(pid) {
+		t.Fatalf("vault pid %d not running", pid)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("vault pid %d outlived its parent", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

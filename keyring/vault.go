@@ -1,0 +1,362 @@
+package keyring
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// VaultOptions configures NewVault.
+type VaultOptions struct {
+	// Mount is the path of the transit secrets engine; default "transit".
+	Mount string
+	// Key is the name of the transit key that wraps data keys. Required.
+	Key string
+	// Client is the Vault client to copy address, TLS, token and namespace from. Nil: a
+	// client configured from Vault's own environment variables (VAULT_ADDR, VAULT_TOKEN,
+	// VAULT_NAMESPACE, VAULT_CACERT, ...). The keyring never modifies it.
+	Client *api.Client
+	// Timeout bounds each request to Vault; default 10s.
+	Timeout time.Duration
+}
+
+// Vault is a Keyring backed by HashiCorp Vault's Transit engine: data keys come from
+// transit/datakey/plaintext and are unwrapped by transit/decrypt, so the key-encryption key
+// never leaves Vault. It is safe for concurrent use.
+type Vault struct {
+	client  *api.Client
+	mount   string
+	key     string
+	timeout time.Duration
+	calls   atomic.Int64
+}
+
+var _ Keyring = (*Vault)(nil)
+
+// transitName is the name pattern Vault's transit engine accepts for keys
+// (framework.GenericNameRegex). Checking it locally also keeps a key ID read from a
+// message from steering a request to another Vault path.
+var transitName = regexp.MustCompile(`^\w(?:[\w.-]*\w)?$`)
+
+// NewVault returns a Vault keyring for the transit key opts.Key.
+func NewVault(opts VaultOptions) (*Vault, error) {
+	if opts.Key == "" {
+		return nil, errors.New("keyring: VaultOptions.Key is required (the name of the transit key)")
+	}
+	if !transitName.MatchString(opts.Key) {
+		return nil, fmt.Errorf("keyring: VaultOptions.Key %q is not a valid transit key name (letters, digits, _ . -)", opts.Key)
+	}
+	mount := strings.Trim(opts.Mount, "/")
+	if opts.Mount == "" {
+		mount = "transit"
+	}
+	if !validMount(mount) {
+		return nil, fmt.Errorf("keyring: VaultOptions.Mount %q is not a valid mount path", opts.Mount)
+	}
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("keyring: VaultOptions.Timeout %v is negative", opts.Timeout)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	v := &Vault{mount: mount, key: opts.Key, timeout: opts.Timeout}
+	client, err := v.newClient(opts.Client)
+	if err != nil {
+		return nil, err
+	}
+	v.client = client
+	return v, nil
+}
+
+func validMount(m string) bool {
+	if m == "" || strings.ContainsAny(m, "?#%\\ \t\r\n") {
+		return false
+	}
+	for _, seg := range strings.Split(m, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// newClient builds the keyring's own client, so that counting requests, a short retry
+// budget and the timeout do not change a client the caller shares with other code.
+func (v *Vault) newClient(from *api.Client) (*api.Client, error) {
+	var cfg *api.Config
+	if from != nil {
+		cfg = from.CloneConfig()
+	} else {
+		cfg = api.DefaultConfig()
+	}
+	if cfg.Error != nil {
+		return nil, fmt.Errorf("keyring: vault client configuration: %w", cfg.Error)
+	}
+	// One retry: a Vault that is down makes a send fail in about a second instead of
+	// holding it through a long backoff.
+	cfg.MaxRetries = 1
+	cfg.Timeout = v.timeout
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: vault client: %w", err)
+	}
+	if from != nil {
+		// NewClient read VAULT_TOKEN and VAULT_NAMESPACE; the given client's own win.
+		c.SetHeaders(from.Headers())
+		c.SetToken(from.Token())
+	}
+	// Wrapped after NewClient, which expects an *http.Transport for unix:// addresses.
+	cfg.HttpClient.Transport = &countingTransport{base: cfg.HttpClient.Transport, n: &v.calls}
+	return c, nil
+}
+
+// countingTransport counts HTTP requests, retries included.
+type countingTransport struct {
+	base http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.n.Add(1)
+	return t.base.RoundTrip(r)
+}
+
+func (t *countingTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// KeyID returns the name of the transit key that wraps new data keys.
+func (v *Vault) KeyID() string { return v.key }
+
+// Calls returns the number of HTTP requests the keyring has sent to Vault.
+func (v *Vault) Calls() int64 { return v.calls.Load() }
+
+// GenerateDataKey asks Vault for a new 256-bit data key, in plaintext and wrapped.
+func (v *Vault) GenerateDataKey(ctx context.Context) (*DataKey, error) {
+	const op = "generate data key"
+	data, err := v.write(ctx, "datakey/plaintext/"+v.key, map[string]any{"bits": 256})
+	if err != nil {
+		return nil, v.fail(ctx, op, v.key, 0, "", err)
+	}
+	wrapped, _ := data["ciphertext"].(string)
+	version, ok := wrappedVersion(wrapped)
+	if !ok {
+		return nil, &Error{Op: op, KeyID: v.key, Kind: ErrInvalidWrappedKey, Err: errors.New("vault returned a ciphertext without a vault:vN: prefix")}
+	}
+	if n, ok := intField(data["key_version"]); ok && n > 0 {
+		version = n
+	}
+	key, err := decodeKey(data["plaintext"])
+	if err != nil {
+		return nil, &Error{Op: op, KeyID: v.key, Version: version, Kind: ErrUnavailable, Err: err}
+	}
+	return &DataKey{Plaintext: key, Wrapped: wrapped, KeyID: v.key, Version: version}, nil
+}
+
+// UnwrapDataKey asks Vault to decrypt a data key wrapped under the transit key keyID.
+// keyID and wrapped usually come from a message, so both are checked before any request.
+func (v *Vault) UnwrapDataKey(ctx context.Context, keyID, wrapped string) ([]byte, error) {
+	const op = "unwrap data key"
+	version, ok := wrappedVersion(wrapped)
+	if !ok {
+		return nil, &Error{Op: op, KeyID: keyID, Kind: ErrInvalidWrappedKey, Err: errors.New(`wrapped key is not of the form "vault:vN:..."`)}
+	}
+	if !transitName.MatchString(keyID) {
+		return nil, &Error{Op: op, KeyID: keyID, Version: version, Kind: ErrInvalidWrappedKey, Err: errors.New("key ID is not a valid transit key name")}
+	}
+	data, err := v.write(ctx, "decrypt/"+keyID, map[string]any{"ciphertext": wrapped})
+	if err != nil {
+		return nil, v.fail(ctx, op, keyID, version, wrapped, err)
+	}
+	key, err := decodeKey(data["plaintext"])
+	if err != nil {
+		// Decrypted, but not to a data key: something else was wrapped under this key.
+		return nil, &Error{Op: op, KeyID: keyID, Version: version, Kind: ErrInvalidWrappedKey, Err: err}
+	}
+	return key, nil
+}
+
+// Rotate adds a new version to the transit key; later data keys are wrapped under it,
+// and keys wrapped under older versions still unwrap.
+func (v *Vault) Rotate(ctx context.Context) error {
+	if _, err := v.write(ctx, "keys/"+v.key+"/rotate", nil); err != nil {
+		return v.fail(ctx, "rotate key", v.key, 0, "", err)
+	}
+	return nil
+}
+
+func (v *Vault) write(ctx context.Context, path string, body map[string]any) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.timeout)
+	defer cancel()
+	sec, err := v.client.Logical().WriteWithContext(ctx, v.mount+"/"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if sec == nil {
+		// The client turns a 404 with an empty body into (nil, nil).
+		return nil, &api.ResponseError{StatusCode: http.StatusNotFound, Errors: []string{"empty response"}}
+	}
+	return sec.Data, nil
+}
+
+// decodeKey decodes the base64 "plaintext" field of a transit answer into a data key.
+func decodeKey(field any) ([]byte, error) {
+	s, _ := field.(string)
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("vault returned a plaintext that is not base64")
+	}
+	if len(key) != DataKeySize {
+		return nil, fmt.Errorf("vault returned a %d-byte key, want %d", len(key), DataKeySize)
+	}
+	return key, nil
+}
+
+// wrappedVersion parses N from a Vault ciphertext "vault:vN:...".
+func wrappedVersion(wrapped string) (int, bool) {
+	rest, ok := strings.CutPrefix(wrapped, "vault:v")
+	if !ok {
+		return 0, false
+	}
+	num, body, ok := strings.Cut(rest, ":")
+	if !ok || body == "" || num == "" || num[0] == '0' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+func intField(f any) (int, bool) {
+	switch n := f.(type) {
+	case json.Number:
+		i, err := n.Int64()
+		return int(i), err == nil
+	case float64:
+		return int(n), true
+	case int:
+		return n, true
+	}
+	return 0, false
+}
+
+// VaultError is the part of a Vault error answer that is safe to print: the HTTP status
+// and the server's error strings. It is the Err of an *Error from the Vault keyring when
+// Vault answered; errors.As reaches it.
+type VaultError struct {
+	StatusCode int
+	Errors     []string
+}
+
+func (e *VaultError) Error() string {
+	if len(e.Errors) == 0 {
+		return fmt.Sprintf("vault: HTTP %d", e.StatusCode)
+	}
+	return fmt.Sprintf("vault: HTTP %d: %s", e.StatusCode, strings.Join(e.Errors, "; "))
+}
+
+// fail turns an error of the Vault client into an *Error. The client's own errors carry
+// the request URL and, for unparsable answers, the raw body; only the status, Vault's
+// error strings and the network cause are kept, with the token and the wrapped key
+// scrubbed out in case a server ever echoes them.
+func (v *Vault) fail(ctx context.Context, op, keyID string, version int, wrapped string, err error) error {
+	e := &Error{Op: op, KeyID: keyID, Version: version}
+	var re *api.ResponseError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &re):
+		ve := &VaultError{StatusCode: re.StatusCode}
+		if re.RawError {
+			ve.Errors = []string{"unparsable error answer"}
+		} else {
+			for _, s := range re.Errors {
+				ve.Errors = append(ve.Errors, v.scrub(cleanVaultError(s), wrapped)...)
+			}
+		}
+		e.Err = ve
+		e.Kind = kindOf(op, ve)
+	case ctx.Err() != nil:
+		e.Err = ctx.Err()
+		if errors.Is(e.Err, context.DeadlineExceeded) {
+			e.Kind = ErrUnavailable
+		}
+	case errors.As(err, &ue):
+		e.Err = ue.Err // drops the URL
+		e.Kind = ErrUnavailable
+	default:
+		e.Err = err
+		e.Kind = ErrUnavailable
+	}
+	return e
+}
+
+func (v *Vault) scrub(lines []string, wrapped string) []string {
+	token := v.client.Token()
+	for i, s := range lines {
+		if token != "" {
+			s = strings.ReplaceAll(s, token, "[token]")
+		}
+		if wrapped != "" {
+			s = strings.ReplaceAll(s, wrapped, "[wrapped key]")
+		}
+		lines[i] = s
+	}
+	return lines
+}
+
+// cleanVaultError flattens Vault's multierror text ("1 error occurred:\n\t* permission
+// denied\n\n") into its messages.
+func cleanVaultError(s string) []string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasSuffix(line, " occurred:") {
+			continue
+		}
+		out = append(out, strings.TrimPrefix(line, "* "))
+	}
+	return out
+}
+
+func kindOf(op string, ve *VaultError) error {
+	msg := strings.ToLower(strings.Join(ve.Errors, "; "))
+	has := func(subs ...string) bool {
+		for _, s := range subs {
+			if strings.Contains(msg, s) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("too old", "disallowed by policy"):
+		return ErrVersionTooOld
+	case ve.StatusCode == http.StatusForbidden || has("permission denied"):
+		return ErrPermissionDenied
+	case has("encryption key not found", "no existing key named", "key not found", "no handler for route") || ve.StatusCode == http.StatusNotFound:
+		return ErrKeyNotFound
+	case has("message authentication failed", "invalid ciphertext", "unable to decrypt", "invalid key version", "invalid version"):
+		return ErrInvalidWrappedKey
+	case ve.StatusCode >= 500 || ve.StatusCode == http.StatusTooManyRequests || ve.StatusCode == http.StatusPreconditionFailed:
+		return ErrUnavailable
+	case op == "unwrap data key" && ve.StatusCode == http.StatusBadRequest:
+		// Any other refusal of a ciphertext we passed the local checks is about its content.
+		return ErrInvalidWrappedKey
+	}
+	return nil
+}
