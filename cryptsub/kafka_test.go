@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"gocloud.dev/pubsub"
 
-	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/cryptsub"
+	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/keyring"

@@ -14,8 +14,8 @@ import (
 
 	"gocloud.dev/pubsub"
 
-	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/cryptsub"
+	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
