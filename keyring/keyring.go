@@ -9,9 +9,15 @@
 // under one data key costs one call to the key service, and collapses concurrent misses
 // for the same wrapped key into one call.
 //
+// Field-level encryption needs more of the key service than data keys: *Vault also
+// implements FieldKeyring (Transit encryption as a service in batches, deterministic
+// encryption under derived convergent keys, format-preserving-encryption keys derived
+// inside Vault), and Transform adapts Vault Enterprise's Transform engine.
+//
 // Errors from a Keyring are *Error values that name the operation and the key, never the
 // key material, the token or the plaintext; errors.Is matches them against ErrUnavailable,
-// ErrPermissionDenied, ErrKeyNotFound, ErrVersionTooOld and ErrInvalidWrappedKey.
+// ErrPermissionDenied, ErrKeyNotFound, ErrVersionTooOld, ErrInvalidWrappedKey, ErrDecrypt,
+// ErrInvalidInput and ErrTransformNotAvailable.
 package keyring
 
 import (

@@ -40,6 +40,7 @@ type Vault struct {
 	key     string
 	timeout time.Duration
 	calls   atomic.Int64
+	infos   keyInfoCache // key configs read by FPEKey, kept ~30 s
 }
 
 var _ Keyring = (*Vault)(nil)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,7 +32,7 @@ func TestVaultDiesWithParent(t *testing.T) {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
-		fmt.Println("pid", s.PID())
+		fmt.Println("pid", s.PID(), s.logPath)
 		select {}
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestVaultDiesWithParent$")
@@ -51,7 +50,10 @@ func TestVaultDiesWithParent(t *testing.T) {
 		cmd.Wait()
 		t.Fatalf("helper said %q, %v", line, err)
 	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "pid ")))
+	var pid int
+	var logPath string
+	fmt.Sscan(strings.TrimPrefix(line, "pid "), &pid, &logPath)
+	defer os.Remove(logPath) // the helper dies without Stop
 	if !alive(pid) {
 		t.Fatalf("vault pid %d not running", pid)
 	}

@@ -1,0 +1,35 @@
+package keyring
+
+import "context"
+
+// TransitItem is one value for Vault Transit's encryption as a service, used by field-level
+// encryption: all protected fields of a message (or of a batch of messages) go to Vault in
+// one batch_input call.
+type TransitItem struct {
+	// Plaintext is the input of encryption and the output of decryption.
+	Plaintext []byte
+	// Ciphertext is the output of encryption and the input of decryption ("vault:v3:...").
+	Ciphertext string
+	// AssociatedData is authenticated but not stored: decryption needs the same bytes
+	// (AEAD key types only). Field encryption binds the message ID and field path here.
+	AssociatedData []byte
+	// Context is the key-derivation context of derived keys (deterministic mode binds the
+	// field path here); nil for keys that are not derived.
+	Context []byte
+	// Err is set by a batch call for an item that failed alone; the other items stand.
+	Err error
+}
+
+// FieldKeyring is what field-level encryption needs from a key service besides data keys.
+type FieldKeyring interface {
+	// EncryptBatch encrypts every item (Plaintext → Ciphertext) under the named key in
+	// one call. An error means the call failed as a whole; per-item failures are in Err.
+	EncryptBatch(ctx context.Context, key string, items []TransitItem) error
+	// DecryptBatch decrypts every item (Ciphertext → Plaintext) in one call, as above.
+	DecryptBatch(ctx context.Context, key string, items []TransitItem) error
+	// FPEKey returns the 32-byte format-preserving-encryption key for the given version of
+	// the named key (0: the latest) and the version it is. The key is derived inside the
+	// key service from a versioned, rotatable key that never leaves it. A version the key
+	// service no longer allows for decryption is refused with ErrVersionTooOld.
+	FPEKey(ctx context.Context, key string, version int) ([]byte, int, error)
+}

@@ -1,0 +1,197 @@
+package keyring
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// ErrTransformNotAvailable: the Vault server has no Transform secrets engine. Transform is
+// part of Vault Enterprise's Advanced Data Protection module; open-source Vault (and a dev
+// server built from it) answers "plugin not found in the catalog" when asked to enable
+// it and "no handler for route" for its paths. Field mode fpe gives format-preserving
+// encryption on any Vault (see Vault.FPEKey).
+var ErrTransformNotAvailable = errors.New("Vault Transform engine is not available on this server (Vault Enterprise with ADP only); use mode fpe instead")
+
+// TransformOptions configures NewTransform.
+type TransformOptions struct {
+	// Client is the Vault client to copy address, TLS, token and namespace from, as for
+	// VaultOptions.Client. Nil: from Vault's environment variables.
+	Client *api.Client
+	// Mount is the path of the transform secrets engine; default "transform".
+	Mount string
+	// Role is the transform role whose transformations encode and decode. Required.
+	Role string
+	// Transformation names the role's transformation to use; empty lets Vault pick the
+	// role's only one.
+	Transformation string
+	// Timeout bounds each request to Vault; default 10s.
+	Timeout time.Duration
+}
+
+// Transform encodes and decodes values with Vault Enterprise's Transform engine
+// (format-preserving encryption, masking, tokenization), one batch_input request per
+// call. A token needs "update" on MOUNT/encode/ROLE and MOUNT/decode/ROLE, and "read" on
+// MOUNT/role/ROLE for Check. It is safe for concurrent use.
+type Transform struct {
+	// v carries the client, the request counter and the error mapping of the Vault
+	// keyring; its mount is the transform mount and its key the role.
+	v              *Vault
+	transformation string
+}
+
+// NewTransform returns a Transform for opts.Role. It makes no request; Check does.
+func NewTransform(opts TransformOptions) (*Transform, error) {
+	if opts.Role == "" {
+		return nil, errors.New("keyring: TransformOptions.Role is required")
+	}
+	if !transitName.MatchString(opts.Role) {
+		return nil, fmt.Errorf("keyring: TransformOptions.Role %q is not a valid role name (letters, digits, _ . -)", opts.Role)
+	}
+	if opts.Transformation != "" && !transitName.MatchString(opts.Transformation) {
+		return nil, fmt.Errorf("keyring: TransformOptions.Transformation %q is not a valid transformation name", opts.Transformation)
+	}
+	mount := strings.Trim(opts.Mount, "/")
+	if opts.Mount == "" {
+		mount = "transform"
+	}
+	if !validMount(mount) {
+		return nil, fmt.Errorf("keyring: TransformOptions.Mount %q is not a valid mount path", opts.Mount)
+	}
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("keyring: TransformOptions.Timeout %v is negative", opts.Timeout)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	v := &Vault{mount: mount, key: opts.Role, timeout: opts.Timeout}
+	client, err := v.newClient(opts.Client)
+	if err != nil {
+		return nil, err
+	}
+	v.client = client
+	return &Transform{v: v, transformation: opts.Transformation}, nil
+}
+
+// Calls returns the number of HTTP requests the Transform has sent to Vault.
+func (t *Transform) Calls() int64 { return t.v.Calls() }
+
+// Check asks Vault once whether the engine and the role exist (a read of
+// MOUNT/role/ROLE), so that a misconfiguration shows at start-up rather than at the first
+// message: ErrTransformNotAvailable when the server has no transform engine at the
+// mount, ErrKeyNotFound when the role (or its transformation) does not exist.
+func (t *Transform) Check(ctx context.Context) error {
+	const op = "check transform role"
+	role := t.v.key
+	var answer struct {
+		Data struct {
+			Transformations []string `json:"transformations"`
+		} `json:"data"`
+		Errors []string `json:"errors"`
+	}
+	status, err := t.v.do(ctx, http.MethodGet, "role/"+role, nil, &answer)
+	if status == http.StatusNotFound && len(answer.Errors) == 0 {
+		// The engine answers a role that does not exist with an empty 404; a server
+		// without the engine names the missing route.
+		return &Error{Op: op, KeyID: role, Kind: ErrKeyNotFound, Err: fmt.Errorf("no transform role %q at mount %q", role, t.v.mount)}
+	}
+	if err != nil {
+		return t.notAvailable(t.v.fail(ctx, op, role, 0, "", err))
+	}
+	if t.transformation != "" && !slices.Contains(answer.Data.Transformations, t.transformation) {
+		return &Error{Op: op, KeyID: role, Kind: ErrKeyNotFound, Err: fmt.Errorf("role has no transformation %q", t.transformation)}
+	}
+	return nil
+}
+
+// Enable mounts the transform engine at the Transform's mount (sys/mounts/MOUNT, which
+// needs "create" and "update" there; for setup, not for producers). On open-source Vault
+// it fails with ErrTransformNotAvailable.
+func (t *Transform) Enable(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, t.v.timeout)
+	defer cancel()
+	if err := t.v.client.Sys().MountWithContext(rctx, t.v.mount, &api.MountInput{Type: "transform"}); err != nil {
+		return t.notAvailable(t.v.fail(rctx, "enable transform engine", t.v.mount, 0, "", err))
+	}
+	return nil
+}
+
+// EncodeBatch encodes values with the role's transformation in one request. tweaks is nil
+// or has one tweak per value, each nil or 7 bytes (FF3-1's 56-bit tweak, for
+// transformations with tweak_source "supplied"). The result has one encoded value per
+// value; when some items fail, their result is "" and the error joins one *Error per
+// failed item, naming its index, never its value.
+func (t *Transform) EncodeBatch(ctx context.Context, values []string, tweaks [][]byte) ([]string, error) {
+	return t.batch(ctx, "encode", values, tweaks)
+}
+
+// DecodeBatch decodes values that EncodeBatch encoded, with the same tweaks, as above.
+func (t *Transform) DecodeBatch(ctx context.Context, values []string, tweaks [][]byte) ([]string, error) {
+	return t.batch(ctx, "decode", values, tweaks)
+}
+
+func (t *Transform) batch(ctx context.Context, op string, values []string, tweaks [][]byte) ([]string, error) {
+	role := t.v.key
+	if len(values) == 0 {
+		return nil, nil
+	}
+	if tweaks != nil && len(tweaks) != len(values) {
+		return nil, &Error{Op: op, KeyID: role, Kind: ErrInvalidInput, Err: fmt.Errorf("%d tweaks for %d values", len(tweaks), len(values))}
+	}
+	in := make([]map[string]string, len(values))
+	for i, val := range values {
+		m := map[string]string{"value": val}
+		if t.transformation != "" {
+			m["transformation"] = t.transformation
+		}
+		if tweaks != nil && tweaks[i] != nil {
+			if len(tweaks[i]) != 7 {
+				return nil, &Error{Op: op, KeyID: role, Kind: ErrInvalidInput, Err: fmt.Errorf("item %d: tweak has %d bytes, want 7", i, len(tweaks[i]))}
+			}
+			m["tweak"] = base64.StdEncoding.EncodeToString(tweaks[i])
+		}
+		in[i] = m
+	}
+	results, err := t.v.batch(ctx, op, role, op+"/"+role, in)
+	if err != nil {
+		return nil, t.notAvailable(err)
+	}
+	out := make([]string, len(values))
+	var errs []error
+	for i, r := range results {
+		if r.Error != "" {
+			ve := &VaultError{StatusCode: r.status, Errors: t.v.scrub(cleanVaultError(r.Error), values[i])}
+			errs = append(errs, &Error{Op: fmt.Sprintf("%s item %d", op, i), KeyID: role, Kind: ErrInvalidInput, Err: ve})
+			continue
+		}
+		if op == "encode" {
+			out[i] = r.EncodedValue
+		} else {
+			out[i] = r.DecodedValue
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// notAvailable turns the answers of a Vault without the transform engine into
+// ErrTransformNotAvailable.
+func (t *Transform) notAvailable(err error) error {
+	var e *Error
+	var ve *VaultError
+	if !errors.As(err, &e) || !errors.As(err, &ve) {
+		return err
+	}
+	msg := strings.ToLower(strings.Join(ve.Errors, "; "))
+	if strings.Contains(msg, "plugin not found in the catalog") ||
+		(ve.StatusCode == http.StatusNotFound && strings.Contains(msg, "no handler for route")) {
+		e.Kind = ErrTransformNotAvailable
+	}
+	return err
+}
