@@ -94,10 +94,22 @@ func NewDataKeys(kr Keyring, p ReusePolicy) (*DataKeys, error) {
 // GenerateDataKey call. If that call fails, Take returns its error: it never falls back to
 // an exhausted or expired key.
 func (d *DataKeys) Take(ctx context.Context, n int) (*DataKey, uint64, error) {
+	return d.TakeN(ctx, 1, n)
+}
+
+// TakeN reserves count consecutive uses of one data key for a message of n plaintext
+// bytes in all (field-level encryption seals the message and each of its fields under one
+// key, each with its own nonce) and returns the key and the first sequence number; the
+// message may use first, first+1, ..., first+count-1. The uses count against
+// MaxMessages. With PerMessage, a fresh key is generated and first is 0.
+func (d *DataKeys) TakeN(ctx context.Context, count, n int) (*DataKey, uint64, error) {
 	if n < 0 {
 		return nil, 0, fmt.Errorf("keyring: Take of a negative size %d", n)
 	}
-	size := uint64(n)
+	if count < 1 {
+		return nil, 0, fmt.Errorf("keyring: TakeN of %d uses", count)
+	}
+	size, uses := uint64(n), uint64(count)
 	if d.p.PerMessage {
 		k, err := d.kr.GenerateDataKey(ctx)
 		if err != nil {
@@ -108,11 +120,14 @@ func (d *DataKeys) Take(ctx context.Context, n int) (*DataKey, uint64, error) {
 	if size > d.p.MaxBytes {
 		return nil, 0, fmt.Errorf("keyring: message of %d bytes is larger than ReusePolicy.MaxBytes (%d)", n, d.p.MaxBytes)
 	}
+	if uses > d.p.MaxMessages {
+		return nil, 0, fmt.Errorf("keyring: %d uses of one key are more than ReusePolicy.MaxMessages (%d)", count, d.p.MaxMessages)
+	}
 	d.mu.Lock()
 	for {
-		if c := d.cur; c != nil && d.fits(c, size) {
+		if c := d.cur; c != nil && d.fits(c, uses, size) {
 			seq := c.uses
-			c.uses++
+			c.uses += uses
 			c.bytes += size
 			d.mu.Unlock()
 			return c.key, seq, nil
@@ -134,8 +149,8 @@ func (d *DataKeys) Take(ctx context.Context, n int) (*DataKey, uint64, error) {
 	}
 }
 
-func (d *DataKeys) fits(c *current, size uint64) bool {
-	return c.uses < d.p.MaxMessages &&
+func (d *DataKeys) fits(c *current, uses, size uint64) bool {
+	return c.uses+uses <= d.p.MaxMessages &&
 		c.bytes+size <= d.p.MaxBytes &&
 		d.now().Sub(c.created) < d.p.MaxAge
 }

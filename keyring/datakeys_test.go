@@ -231,3 +231,31 @@ func TestDataKeysCallerCancel(t *testing.T) {
 		t.Errorf("GenerateDataKey calls = %d, want 1", kr.gens.Load())
 	}
 }
+
+func TestTakeNReservesContiguousRanges(t *testing.T) {
+	kr := newStub()
+	d, err := NewDataKeys(kr, ReusePolicy{MaxMessages: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k1, first, err := d.TakeN(ctx, 4, 100)
+	if err != nil || first != 0 {
+		t.Fatalf("first range: %d, %v", first, err)
+	}
+	_, first, _ = d.TakeN(ctx, 4, 100)
+	if first != 4 {
+		t.Fatalf("second range starts at %d, want 4", first)
+	}
+	// 8 of 10 uses taken: a range of 3 does not fit, so a new key starts at 0.
+	k3, first, _ := d.TakeN(ctx, 3, 100)
+	if k3 == k1 || first != 0 {
+		t.Fatalf("range crossing MaxMessages stayed on the old key (first %d)", first)
+	}
+	if _, _, err := d.TakeN(ctx, 11, 1); err == nil {
+		t.Fatal("a range larger than MaxMessages was accepted")
+	}
+	if _, _, err := d.TakeN(ctx, 0, 1); err == nil {
+		t.Fatal("an empty range was accepted")
+	}
+}
