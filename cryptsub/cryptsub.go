@@ -127,40 +127,59 @@ func Open(ctx context.Context, url string, opts Options) (*Subscription, error) 
 // one message only; any other error comes from the subscription itself, as from
 // pubsub.Subscription.Receive.
 func (s *Subscription) Receive(ctx context.Context) (*pubsub.Message, error) {
+	m, _, err := s.ReceiveInfo(ctx)
+	return m, err
+}
+
+// Info describes how a received message was protected.
+type Info struct {
+	// Encrypted is false for a message passed through by Options.AllowPlaintext.
+	Encrypted bool
+	// KeyID and KeyVersion name the key-encryption key that wrapped the data key.
+	KeyID      string
+	KeyVersion int
+}
+
+// ReceiveInfo is Receive that also says how the message was protected (which key
+// version, for instance, to watch a rotation take effect).
+func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, error) {
 	m, err := s.sub.Receive(ctx)
 	if err != nil {
-		return nil, err
+		return nil, Info{}, err
 	}
-	if err := s.open(ctx, m); err != nil {
+	info, err := s.open(ctx, m)
+	if err != nil {
 		s.log.WarnContext(ctx, "message not decrypted", "id", m.LoggableID, "err", err)
-		return nil, &DecryptError{Message: m, Err: err}
+		return nil, info, &DecryptError{Message: m, Err: err}
 	}
-	return m, nil
+	return m, info, nil
 }
 
 // open decrypts m in place; on error m is left exactly as received.
-func (s *Subscription) open(ctx context.Context, m *pubsub.Message) error {
+func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error) {
 	env, err := envelope.Parse(m.Metadata)
 	if err != nil {
 		if s.allowPlaintext && errors.Is(err, envelope.ErrNoEnvelope) {
-			return nil
+			return Info{}, nil
 		}
-		return err
+		return Info{}, err
 	}
+	info := Info{Encrypted: true, KeyID: env.KeyID}
 	key, err := s.keys.Get(ctx, env.KeyID, env.Wrapped)
 	if err != nil {
-		return err
+		return info, err
 	}
+	info.KeyVersion = key.Version
 	aead, err := key.AEAD()
 	if err != nil {
-		return err
+		return info, err
 	}
 	body, md, err := env.Open(aead, m.Body, m.Metadata)
 	if err != nil {
-		return err
+		return info, err
 	}
 	m.Body, m.Metadata = body, md
-	return nil
+	return info, nil
 }
 
 // Shutdown stops receiving and closes the wrapped subscription.

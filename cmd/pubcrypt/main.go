@@ -1,7 +1,10 @@
 // Command pubcrypt encrypts streaming data end to end with keys from HashiCorp Vault.
 //
-//	pubcrypt demo     the whole story on an embedded Kafka broker and Vault dev server
-//	pubcrypt peek     what an admin sees on a topic: raw bodies and metadata, no decryption
+//	pubcrypt demo      the whole story on an embedded Kafka broker and Vault dev server
+//	pubcrypt produce   plaintext purchases, as an application sends them before pubcrypt
+//	pubcrypt consume   receive and decrypt
+//	pubcrypt rotate    rotate a Vault transit key
+//	pubcrypt peek      what an admin sees on a topic: raw bodies and metadata, no decryption
 //
 // Run "pubcrypt <command> -h" for a command's flags.
 package main
@@ -25,6 +28,9 @@ type command struct {
 
 var commands = []command{
 	{"demo", "run the end-to-end demo on an embedded Kafka broker and a real Vault dev server", runDemo},
+	{"produce", "send generated plaintext purchases to a topic (the application before pubcrypt)", runProduce},
+	{"consume", "receive, decrypt and print messages of an encrypted topic", runConsume},
+	{"rotate", "rotate a Vault transit key; producers pick the new version up without a restart", runRotate},
 	{"peek", "print what an admin sees on a topic: raw bodies and metadata, no decryption", runPeek},
 }
 
