@@ -1,0 +1,38 @@
+output "transit_mount" {
+  description = "Path of the transit engine (keyring.VaultOptions.Mount)."
+  value       = vault_mount.transit.path
+}
+
+output "key_names" {
+  description = "Transit keys: data (envelope and transit fields), deterministic, fpe."
+  value = {
+    data          = vault_transit_secret_backend_key.data.name
+    deterministic = vault_transit_secret_backend_key.deterministic.name
+    fpe           = vault_transit_secret_backend_key.fpe.name
+  }
+}
+
+output "policies" {
+  description = "Policies created."
+  value       = [vault_policy.producer.name, vault_policy.consumer.name, vault_policy.operator.name]
+}
+
+# A RoleID names a role, like a user name; the SecretID is the credential. Terraform does
+# not create SecretIDs, so none lands in the state. Issue one per application instance:
+#   vault write -f auth/approle/role/pubcrypt-producer/secret-id
+#   vault write -f auth/approle/role/pubcrypt-consumer/secret-id
+output "role_ids" {
+  description = "AppRole RoleIDs of the producer and consumer roles. Issue SecretIDs with: vault write -f auth/approle/role/NAME/secret-id"
+  value = {
+    (vault_approle_auth_backend_role.producer.role_name) = vault_approle_auth_backend_role.producer.role_id
+    (vault_approle_auth_backend_role.consumer.role_name) = vault_approle_auth_backend_role.consumer.role_id
+  }
+}
+
+output "secret_id_commands" {
+  description = "Commands that issue a SecretID for each role (run with a token allowed to)."
+  value = [
+    for r in [vault_approle_auth_backend_role.producer, vault_approle_auth_backend_role.consumer] :
+    "vault write -f auth/${vault_auth_backend.approle.path}/role/${r.role_name}/secret-id"
+  ]
+}
