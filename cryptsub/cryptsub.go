@@ -22,6 +22,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -84,6 +85,7 @@ type Options struct {
 type Subscription struct {
 	sub            *pubsub.Subscription
 	keys           *keyring.UnwrapCache
+	fields         *fields.Opener // nil if the keyring cannot do field-level encryption
 	allowPlaintext bool
 	log            *slog.Logger
 }
@@ -100,12 +102,16 @@ func New(s *pubsub.Subscription, opts Options) (*Subscription, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Subscription{
+	cs := &Subscription{
 		sub:            s,
 		keys:           keyring.NewUnwrapCache(opts.Keyring, opts.Cache),
 		allowPlaintext: opts.AllowPlaintext,
 		log:            log,
-	}, nil
+	}
+	if fk, ok := opts.Keyring.(keyring.FieldKeyring); ok {
+		cs.fields = fields.NewOpener(fk, cs.keys)
+	}
+	return cs, nil
 }
 
 // Open opens the subscription at url (kafka://group?topic=purchases_encrypted,
@@ -135,6 +141,8 @@ func (s *Subscription) Receive(ctx context.Context) (*pubsub.Message, error) {
 type Info struct {
 	// Encrypted is false for a message passed through by Options.AllowPlaintext.
 	Encrypted bool
+	// Fields is true for a message whose JSON fields were protected rather than its body.
+	Fields bool
 	// KeyID and KeyVersion name the key-encryption key that wrapped the data key.
 	KeyID      string
 	KeyVersion int
@@ -157,6 +165,9 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 
 // open decrypts m in place; on error m is left exactly as received.
 func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error) {
+	if fields.IsFields(m.Metadata) {
+		return s.openFields(ctx, m)
+	}
 	env, err := envelope.Parse(m.Metadata)
 	if err != nil {
 		if s.allowPlaintext && errors.Is(err, envelope.ErrNoEnvelope) {
@@ -180,6 +191,44 @@ func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error
 	}
 	m.Body, m.Metadata = body, md
 	return info, nil
+}
+
+// openFields restores the protected fields of a field-level message (docs/FIELDS.md).
+func (s *Subscription) openFields(ctx context.Context, m *pubsub.Message) (Info, error) {
+	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey]}
+	if env, err := envelope.Parse(withoutManifest(m.Metadata)); err == nil {
+		info.KeyID = env.KeyID
+		info.KeyVersion = wrappedVersion(env.Wrapped)
+	}
+	if s.fields == nil {
+		return info, errors.New("message has protected fields, but the keyring cannot do field-level encryption (keyring.Vault can)")
+	}
+	body, md, err := s.fields.Open(ctx, m.Body, m.Metadata)
+	if err != nil {
+		return info, err
+	}
+	m.Body, m.Metadata = body, md
+	return info, nil
+}
+
+// withoutManifest returns md without the field manifest, to read the envelope entries.
+func withoutManifest(md map[string]string) map[string]string {
+	out := make(map[string]string, len(md))
+	for k, v := range md {
+		if k != fields.ManifestKey {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// wrappedVersion reads N from a wrapped key of the form "vault:vN:...", 0 if it is not one.
+func wrappedVersion(wrapped string) int {
+	var n int
+	if _, err := fmt.Sscanf(wrapped, "vault:v%d:", &n); err != nil {
+		return 0
+	}
+	return n
 }
 
 // Shutdown stops receiving and closes the wrapped subscription.

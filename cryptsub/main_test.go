@@ -18,7 +18,11 @@ import (
 // started the whole package fails: these tests prove behaviour against the real thing.
 var vaultServer *devvault.Server
 
-const transitKey = "pubcrypt"
+const (
+	transitKey = "pubcrypt"
+	detKey     = "pubcrypt-det"
+	fpeKey     = "pubcrypt-fpe"
+)
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -29,6 +33,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	vaultServer = srv
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	err = srv.CreateFieldKeys(ctx, detKey, fpeKey)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: cannot create the field-level keys:", err)
+		_ = srv.Stop()
+		os.Exit(1)
+	}
 	code := m.Run()
 	_ = srv.Stop()
 	os.Exit(code)

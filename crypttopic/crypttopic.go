@@ -17,11 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"gocloud.dev/pubsub"
 
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -32,8 +34,19 @@ type Options struct {
 	// Reuse limits how long one data key is used; the zero value has safe defaults.
 	Reuse keyring.ReusePolicy
 	// SensitiveMetadata names metadata keys whose values travel encrypted inside the body
-	// instead of in clear (a filename, say). The receiver restores them.
+	// instead of in clear (a filename, say). The receiver restores them. Body encryption
+	// only: with field-level encryption all metadata stays in clear (authenticated).
 	SensitiveMetadata []string
+	// Fields, when not empty, protects these values of a JSON body instead of encrypting
+	// the whole body; the rest stays readable and is authenticated. A message's ProtectKey
+	// metadata entry overrides it per message.
+	Fields FieldPolicy
+	// FieldKeys names the Vault keys of the field modes; empty names default to
+	// DefaultFieldKeys and, for Transit, to the keyring's key.
+	FieldKeys FieldKeys
+	// FPERefresh is how often the latest FPE key version is looked up, so a rotation is
+	// picked up without a restart; 0 means one minute.
+	FPERefresh time.Duration
 	// Logger receives key-rotation events and errors; nil discards them. It never sees
 	// keys, tokens or message contents.
 	Logger *slog.Logger
@@ -45,6 +58,8 @@ type Topic struct {
 	keys      *keyring.DataKeys
 	sensitive []string
 	log       *slog.Logger
+	fields    FieldPolicy
+	sealer    *fields.Sealer // nil if the keyring cannot do field-level encryption
 }
 
 // New wraps t. The caller keeps ownership of t only through the returned Topic: shut it
@@ -64,7 +79,31 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Topic{topic: t, keys: keys, sensitive: append([]string(nil), opts.SensitiveMetadata...), log: log}, nil
+	ct := &Topic{topic: t, keys: keys, sensitive: append([]string(nil), opts.SensitiveMetadata...), log: log, fields: opts.Fields}
+	if fk, ok := opts.Keyring.(keyring.FieldKeyring); ok {
+		fkeys := opts.FieldKeys
+		if fkeys.Transit == "" {
+			if named, ok := opts.Keyring.(interface{ KeyID() string }); ok {
+				fkeys.Transit = named.KeyID()
+			}
+		}
+		if fkeys.Deterministic == "" {
+			fkeys.Deterministic = DefaultFieldKeys.Deterministic
+		}
+		if fkeys.FPE == "" {
+			fkeys.FPE = DefaultFieldKeys.FPE
+		}
+		ct.sealer = fields.NewSealer(fk, keys, fkeys, fields.SealerOptions{FPERefresh: opts.FPERefresh})
+	}
+	if len(opts.Fields) > 0 {
+		if ct.sealer == nil {
+			return nil, errors.New("crypttopic: Options.Fields needs a keyring that implements keyring.FieldKeyring (keyring.Vault does)")
+		}
+		if err := ct.sealer.CheckPolicy(opts.Fields); err != nil {
+			return nil, fmt.Errorf("crypttopic: Options.Fields: %w", err)
+		}
+	}
+	return ct, nil
 }
 
 // Open opens the topic at url (kafka://purchases, mem://purchases, or any scheme
@@ -83,23 +122,45 @@ func Open(ctx context.Context, url string, opts Options) (*Topic, error) {
 	return ct, nil
 }
 
-// Send encrypts m and sends it. m itself is not modified; its BeforeSend and AfterSend
-// hooks are carried over. On any error before the broker is reached, nothing is sent.
+// Send encrypts m and sends it: its JSON fields if a field policy applies (Options.Fields
+// or the message's ProtectKey entry), else its whole body. m itself is not modified; its
+// BeforeSend and AfterSend hooks are carried over. On any error before the broker is
+// reached, nothing is sent.
 func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
 	if m == nil {
 		return errors.New("crypttopic: send: nil message")
 	}
+	p, err := t.policyFor(m)
+	if err != nil {
+		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
+	}
+	if len(p) > 0 {
+		out, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
+		if err != nil {
+			return err
+		}
+		return t.topic.Send(ctx, out[0])
+	}
+	sealed, err := t.seal(ctx, m)
+	if err != nil {
+		return err
+	}
+	return t.topic.Send(ctx, sealed)
+}
+
+// seal encrypts the whole body of m (docs/FORMAT.md).
+func (t *Topic) seal(ctx context.Context, m *pubsub.Message) (*pubsub.Message, error) {
 	key, seq, err := t.keys.Take(ctx, len(m.Body))
 	if err != nil {
 		t.log.ErrorContext(ctx, "no data key: message not sent", "err", err)
-		return fmt.Errorf("crypttopic: send: no data key, message not sent: %w", err)
+		return nil, fmt.Errorf("crypttopic: send: no data key, message not sent: %w", err)
 	}
 	if seq == 0 {
 		t.log.InfoContext(ctx, "new data key", "key", key.KeyID, "version", key.Version)
 	}
 	aead, err := key.AEAD()
 	if err != nil {
-		return fmt.Errorf("crypttopic: send: %w", err)
+		return nil, fmt.Errorf("crypttopic: send: %w", err)
 	}
 	body, md, err := envelope.Seal(envelope.SealInput{
 		AEAD:      aead,
@@ -111,14 +172,9 @@ func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
 		Sensitive: t.sensitive,
 	})
 	if err != nil {
-		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
+		return nil, fmt.Errorf("crypttopic: send: message not sent: %w", err)
 	}
-	return t.topic.Send(ctx, &pubsub.Message{
-		Body:       body,
-		Metadata:   md,
-		BeforeSend: m.BeforeSend,
-		AfterSend:  m.AfterSend,
-	})
+	return &pubsub.Message{Body: body, Metadata: md, BeforeSend: m.BeforeSend, AfterSend: m.AfterSend}, nil
 }
 
 // Shutdown flushes pending sends and closes the wrapped topic.

@@ -387,3 +387,12 @@ func (s *Server) write(ctx context.Context, what, path string, data map[string]a
 func (s *Server) CreateKeyWith(ctx context.Context, name string, opts map[string]any) error {
 	return s.write(ctx, "create transit key "+name, "transit/keys/"+name, opts)
 }
+
+// CreateFieldKeys creates the transit keys of field-level encryption: det as a derived,
+// convergent key (deterministic mode) and fpe as the key FF1 keys are derived from.
+func (s *Server) CreateFieldKeys(ctx context.Context, det, fpe string) error {
+	if err := s.CreateKeyWith(ctx, det, map[string]any{"derived": true, "convergent_encryption": true}); err != nil {
+		return err
+	}
+	return s.CreateKey(ctx, fpe)
+}

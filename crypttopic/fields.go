@@ -1,0 +1,179 @@
+package crypttopic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+
+	"gocloud.dev/pubsub"
+
+	"github.com/pubcrypt/pubcrypt/internal/fields"
+)
+
+// Field-level encryption: instead of the whole body, protect chosen values of a JSON body
+// and leave the rest readable (and authenticated). The format is docs/FIELDS.md.
+type (
+	// FieldPolicy says which JSON values to protect and how: path → mode.
+	FieldPolicy = fields.Policy
+	// FieldRule protects the values at one path ("name", "address.city", "items[].sku").
+	FieldRule = fields.Rule
+	// FieldMode is how a field is protected.
+	FieldMode = fields.Mode
+	// FieldKeys names the Vault transit keys of the field modes.
+	FieldKeys = fields.Keys
+)
+
+// The field modes.
+const (
+	// Transit: Vault Transit encryption as a service, randomized, bound to the message and
+	// the field's path. All transit fields of a send batch cost one Vault call.
+	Transit = fields.Transit
+	// Envelope: local AES-256-GCM under the cached data key; no Vault call per message.
+	Envelope = fields.Envelope
+	// Deterministic: equal values under one rule give equal ciphertexts (joins, lookups,
+	// compacted-topic keys), from a Vault key with derived=true, convergent_encryption=true.
+	// Leaks equality of values; nothing else.
+	Deterministic = fields.Deterministic
+	// FPE: format-preserving encryption (NIST FF1) of digit strings such as card numbers,
+	// separators and length kept, optionally the first 6 / last 4 digits and a Luhn-valid
+	// result. Deterministic; the key is derived inside Vault and versioned.
+	FPE = fields.FPE
+)
+
+// ProtectKey is the metadata key of a per-message policy: a message whose metadata holds
+// ProtectKey: "name=transit,card_number=fpe(bin,luhn)" is protected by that policy
+// instead of Options.Fields. The entry itself is not sent.
+const ProtectKey = "pubcrypt-protect"
+
+// DefaultFieldKeys are the key names used when Options.FieldKeys leaves one empty; the
+// transit key defaults to the keyring's own key.
+var DefaultFieldKeys = FieldKeys{Deterministic: "pubcrypt-det", FPE: "pubcrypt-fpe"}
+
+// ParseFieldPolicy parses the policy grammar of docs/FIELDS.md:
+// "name=transit,card_number=fpe(bin,luhn),items[].sku=envelope".
+func ParseFieldPolicy(s string) (FieldPolicy, error) { return fields.ParsePolicy(s) }
+
+// FieldPolicyOf reads a policy from the `pubcrypt:"mode,options"` struct tags of v's type.
+func FieldPolicyOf(v any) (FieldPolicy, error) { return fields.PolicyOf(reflect.TypeOf(v)) }
+
+// SendValue marshals v to JSON and sends it, protecting the fields its struct tags name
+// (`json:"card_number" pubcrypt:"fpe,bin,luhn"`). A type without pubcrypt tags is sent
+// under Options.Fields, or with its whole body encrypted.
+func (t *Topic) SendValue(ctx context.Context, v any, md map[string]string) error {
+	p, err := fields.PolicyOf(reflect.TypeOf(v))
+	if err != nil {
+		return fmt.Errorf("crypttopic: send value: %w", err)
+	}
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("crypttopic: send value: %w", err)
+	}
+	m := &pubsub.Message{Body: body, Metadata: md}
+	if len(p) == 0 {
+		return t.Send(ctx, m)
+	}
+	out, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
+	if err != nil {
+		return err
+	}
+	return t.topic.Send(ctx, out[0])
+}
+
+// SendBatch encrypts msgs together and sends them: the transit and deterministic fields
+// of the whole batch go to Vault in one call per key. It fails closed for the batch: if
+// any message cannot be protected, none is sent. Sends run concurrently; the error joins
+// the failures of individual sends.
+func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
+	var fieldMsgs []*pubsub.Message
+	var policies []FieldPolicy
+	out := make([]*pubsub.Message, len(msgs))
+	var fieldIdx []int
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("crypttopic: send batch: message %d is nil", i)
+		}
+		p, err := t.policyFor(m)
+		if err != nil {
+			return fmt.Errorf("crypttopic: send batch: message %d: %w", i, err)
+		}
+		if len(p) == 0 {
+			sealed, err := t.seal(ctx, m)
+			if err != nil {
+				return fmt.Errorf("crypttopic: send batch: message %d: %w", i, err)
+			}
+			out[i] = sealed
+			continue
+		}
+		fieldMsgs, policies, fieldIdx = append(fieldMsgs, m), append(policies, p), append(fieldIdx, i)
+	}
+	if len(fieldMsgs) > 0 {
+		protected, err := t.protect(ctx, fieldMsgs, policies)
+		if err != nil {
+			return err
+		}
+		for j, i := range fieldIdx {
+			out[i] = protected[j]
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(out))
+	for i, m := range out {
+		wg.Go(func() {
+			if err := t.topic.Send(ctx, m); err != nil {
+				errs[i] = fmt.Errorf("message %d: %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("crypttopic: send batch: %w", err)
+	}
+	return nil
+}
+
+// policyFor returns the field policy of m: its ProtectKey entry, else Options.Fields;
+// empty means the whole body is encrypted.
+func (t *Topic) policyFor(m *pubsub.Message) (FieldPolicy, error) {
+	if tag, ok := m.Metadata[ProtectKey]; ok {
+		p, err := fields.ParsePolicy(tag)
+		if err != nil {
+			return nil, fmt.Errorf("metadata %s: %w", ProtectKey, err)
+		}
+		return p, nil
+	}
+	return t.fields, nil
+}
+
+// protect runs the field codec over a batch; nothing is returned unless every message
+// could be protected.
+func (t *Topic) protect(ctx context.Context, msgs []*pubsub.Message, policies []FieldPolicy) ([]*pubsub.Message, error) {
+	if t.sealer == nil {
+		return nil, errors.New("crypttopic: field-level encryption needs a keyring that implements keyring.FieldKeyring (keyring.Vault does); message not sent")
+	}
+	in := make([]fields.Input, len(msgs))
+	for i, m := range msgs {
+		md := m.Metadata
+		if _, ok := md[ProtectKey]; ok {
+			md = make(map[string]string, len(m.Metadata))
+			for k, v := range m.Metadata {
+				if k != ProtectKey {
+					md[k] = v
+				}
+			}
+		}
+		in[i] = fields.Input{Body: m.Body, Metadata: md, Policy: policies[i]}
+	}
+	res, err := t.sealer.Protect(ctx, in)
+	if err != nil {
+		t.log.ErrorContext(ctx, "fields not protected: messages not sent", "messages", len(msgs), "err", err)
+		return nil, fmt.Errorf("crypttopic: protect fields, message(s) not sent: %w", err)
+	}
+	out := make([]*pubsub.Message, len(res))
+	for i, r := range res {
+		out[i] = &pubsub.Message{Body: r.Body, Metadata: r.Metadata, BeforeSend: msgs[i].BeforeSend, AfterSend: msgs[i].AfterSend}
+	}
+	return out, nil
+}

@@ -1,0 +1,428 @@
+package fields
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
+)
+
+// The pieces of the wire format (docs/FIELDS.md).
+const (
+	// ManifestKey is the metadata key of the field manifest.
+	ManifestKey = "pubcrypt-fields"
+	// MaxManifestLen is the longest manifest, in bytes: the limit of every envelope entry.
+	MaxManifestLen = envelope.MaxValueLen
+
+	macLabel   = "pubcrypt-fields/v1\x00"
+	fieldLabel = "pubcrypt-field/v1\x00"
+	detContext = "pubcrypt-det/v1:"
+	envPrefix  = "pc1e."
+
+	manifestVersion = "v1"
+	tagField        = ";t="
+
+	idSize        = 16
+	nonceSize     = 12
+	tagSize       = 16
+	tagTextLen    = 22 // base64url of tagSize bytes
+	maxKeyNameLen = 128
+
+	// The envelope header of FORMAT.md section 4, without the m flag: a field-protected
+	// message carries no sensitive metadata block.
+	headerPrefix = "v1;alg=A256GCM;kid="
+	nonceField   = ";n="
+	nonceTextLen = 16
+
+	reservedPrefix = "pubcrypt"
+)
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// nonceFor is the GCM nonce of sequence number seq, as FORMAT.md section 6.
+func nonceFor(seq uint64) []byte {
+	n := make([]byte, nonceSize)
+	binary.BigEndian.PutUint64(n[4:], seq)
+	return n
+}
+
+// formatHeader builds the "pubcrypt" entry for data key keyID and first sequence number
+// seq0.
+// TODO(lead): use envelope.FormatHeader once envelope exports it.
+func formatHeader(keyID string, seq0 uint64) string {
+	return headerPrefix + keyID + nonceField + b64.EncodeToString(nonceFor(seq0))
+}
+
+// parseHeader reads a "pubcrypt" entry of a field-protected message and returns the key
+// ID and the first sequence number. It accepts exactly what formatHeader writes.
+// TODO(lead): use envelope.ParseHeader once envelope exports it; the m=1 and nonce
+// checks below stay here.
+func parseHeader(h string) (keyID string, seq0 uint64, err error) {
+	if v, _, _ := strings.Cut(h, ";"); v != "v1" {
+		return "", 0, malformed("header: unsupported version")
+	}
+	rest, ok := strings.CutPrefix(h, headerPrefix)
+	if !ok {
+		return "", 0, malformed("header: want %q", headerPrefix)
+	}
+	keyID, text, ok := strings.Cut(rest, nonceField)
+	if !ok || !validKeyName(keyID) {
+		return "", 0, malformed("header: kid must be 1-%d characters from [A-Za-z0-9._-]", maxKeyNameLen)
+	}
+	if len(text) != nonceTextLen {
+		if strings.HasSuffix(text, ";m=1") {
+			return "", 0, malformed("header: a field-protected message has no sensitive metadata block (m=1)")
+		}
+		return "", 0, malformed("header: nonce must be %d base64url characters and end the header", nonceTextLen)
+	}
+	nonce, err := b64.DecodeString(text)
+	if err != nil || len(nonce) != nonceSize {
+		return "", 0, malformed("header: nonce must be %d base64url characters", nonceTextLen)
+	}
+	if binary.BigEndian.Uint32(nonce) != 0 {
+		return "", 0, malformed("header: nonce must start with 4 zero bytes")
+	}
+	return keyID, binary.BigEndian.Uint64(nonce[4:]), nil
+}
+
+// validKeyName reports whether a key name (data key ID or Vault key) may appear in the
+// envelope: 1-128 characters from [A-Za-z0-9._-].
+func validKeyName(s string) bool {
+	if len(s) == 0 || len(s) > maxKeyNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !nameChar(c) && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// validValue reports whether v fits an envelope entry: 1 to 1024 bytes of printable ASCII.
+func validValue(v string) bool {
+	if len(v) == 0 || len(v) > envelope.MaxValueLen {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// manifest is the parsed "pubcrypt-fields" entry.
+type manifest struct {
+	id         [idSize]byte
+	transit    string // Vault key of transit fields, "" if none
+	det        string // Vault key of deterministic fields, "" if none
+	fpe        string // Vault key of FPE fields, "" if none
+	fpeVersion int
+	rules      Policy    // the rules that matched, in policy order
+	c          *compiled // rules, compiled (received manifests only)
+	unsigned   string    // the manifest up to ";t=": what the MAC covers
+	tag        [tagSize]byte
+}
+
+// setKeys names the keys of the modes the rules use, and only those.
+func (m *manifest) setKeys(k Keys) {
+	for _, r := range m.rules {
+		switch r.Mode {
+		case Transit:
+			m.transit = k.Transit
+		case Deterministic:
+			m.det = k.Deterministic
+		case FPE:
+			m.fpe = k.FPE
+		}
+	}
+}
+
+func (m *manifest) idText() string { return b64.EncodeToString(m.id[:]) }
+
+// formatUnsigned writes the manifest up to, not including, ";t=".
+func (m *manifest) formatUnsigned() string {
+	var b strings.Builder
+	b.WriteString(manifestVersion)
+	b.WriteString(";id=")
+	b.WriteString(m.idText())
+	if m.transit != "" {
+		b.WriteString(";tk=" + m.transit)
+	}
+	if m.det != "" {
+		b.WriteString(";dk=" + m.det)
+	}
+	if m.fpe != "" {
+		b.WriteString(";fk=" + m.fpe + "@" + strconv.Itoa(m.fpeVersion))
+	}
+	b.WriteString(";r=")
+	for i, r := range m.rules {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(r.Path + ":" + r.code())
+	}
+	return b.String()
+}
+
+func (m *manifest) format() string {
+	return m.unsigned + tagField + b64.EncodeToString(m.tag[:])
+}
+
+// parseManifest reads a manifest strictly: fields in order, each once, only the key
+// fields the rules use, canonical encodings. It checks the rules as a policy too.
+func parseManifest(s string, rc *ruleCache) (*manifest, error) {
+	if len(s) > MaxManifestLen {
+		return nil, badManifest("longer than %d bytes", MaxManifestLen)
+	}
+	if v, _, _ := strings.Cut(s, ";"); v != manifestVersion {
+		return nil, badManifest("unsupported version (want %q)", manifestVersion)
+	}
+	i := strings.LastIndex(s, tagField)
+	if i < 0 {
+		return nil, badManifest("missing t= field")
+	}
+	m := &manifest{unsigned: s[:i]}
+	if tag, err := b64.DecodeString(s[i+len(tagField):]); err != nil || len(tag) != tagSize {
+		return nil, badManifest("t= must be %d bytes in base64url", tagSize)
+	} else {
+		copy(m.tag[:], tag)
+	}
+	fields := strings.Split(m.unsigned, ";")[1:]
+	next := func(name string) (string, bool) {
+		if len(fields) > 0 && strings.HasPrefix(fields[0], name+"=") {
+			v := fields[0][len(name)+1:]
+			fields = fields[1:]
+			return v, true
+		}
+		return "", false
+	}
+	id, ok := next("id")
+	if raw, err := b64.DecodeString(id); !ok || err != nil || len(raw) != idSize {
+		return nil, badManifest("id= must be %d bytes in base64url", idSize)
+	} else {
+		copy(m.id[:], raw)
+	}
+	if v, ok := next("tk"); ok {
+		if !validKeyName(v) {
+			return nil, badManifest("tk= is not a valid key name")
+		}
+		m.transit = v
+	}
+	if v, ok := next("dk"); ok {
+		if !validKeyName(v) {
+			return nil, badManifest("dk= is not a valid key name")
+		}
+		m.det = v
+	}
+	if v, ok := next("fk"); ok {
+		name, ver, _ := strings.Cut(v, "@")
+		n, err := strconv.Atoi(ver)
+		if !validKeyName(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
+			return nil, badManifest("fk= must be key@version")
+		}
+		m.fpe, m.fpeVersion = name, n
+	}
+	rules, ok := next("r")
+	if !ok || len(fields) != 0 {
+		return nil, badManifest("want fields v1;id=;[tk=;][dk=;][fk=;]r=;t= in this order")
+	}
+	if m.c = rc.get(rules); m.c == nil {
+		var p Policy
+		if rules != "" {
+			for text := range strings.SplitSeq(rules, ",") {
+				r, err := parseRuleCode(text)
+				if err != nil {
+					return nil, err
+				}
+				p = append(p, r)
+			}
+		}
+		c, err := compile(p)
+		if err != nil {
+			return nil, badManifest("rules: %v", err)
+		}
+		m.c = c
+		rc.put(rules, c)
+	}
+	m.rules = m.c.rules
+	for _, use := range []struct {
+		mode Mode
+		key  string
+		name string
+	}{{Transit, m.transit, "tk"}, {Deterministic, m.det, "dk"}, {FPE, m.fpe, "fk"}} {
+		used := slices.ContainsFunc(m.rules, func(r Rule) bool { return r.Mode == use.mode })
+		if used != (use.key != "") {
+			return nil, badManifest("%s= must be present exactly when a rule uses %s", use.name, use.mode)
+		}
+	}
+	if m.formatUnsigned() != m.unsigned {
+		return nil, badManifest("not in canonical form")
+	}
+	return m, nil
+}
+
+// ruleCache keeps the compiled rules of received manifests by their text: a producer
+// sends the same few rule lists over and over. A nil *ruleCache caches nothing.
+type ruleCache struct {
+	mu sync.Mutex
+	m  map[string]*compiled
+}
+
+const ruleCacheSize = 256
+
+func (rc *ruleCache) get(rules string) *compiled {
+	if rc == nil {
+		return nil
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.m[rules]
+}
+
+func (rc *ruleCache) put(rules string, c *compiled) {
+	if rc == nil {
+		return
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.m == nil {
+		rc.m = make(map[string]*compiled)
+	}
+	if len(rc.m) >= ruleCacheSize {
+		clear(rc.m)
+	}
+	rc.m[rules] = c
+}
+
+func parseRuleCode(text string) (Rule, error) {
+	path, code, ok := strings.Cut(text, ":")
+	if !ok || code == "" {
+		return Rule{}, badManifest("rule must be path:mode")
+	}
+	r := Rule{Path: path}
+	switch code[0] {
+	case 't':
+		r.Mode = Transit
+	case 'e':
+		r.Mode = Envelope
+	case 'd':
+		r.Mode = Deterministic
+	case 'f':
+		r.Mode = FPE
+	default:
+		return Rule{}, badManifest("rule %q: unknown mode", path)
+	}
+	for _, c := range code[1:] {
+		var flag *bool
+		switch c {
+		case 'b':
+			flag = &r.KeepBIN
+		case 'l':
+			flag = &r.KeepLast4
+		case 'c':
+			flag = &r.Luhn
+		default:
+			return Rule{}, badManifest("rule %q: unknown option", path)
+		}
+		if *flag {
+			return Rule{}, badManifest("rule %q: option repeated", path)
+		}
+		*flag = true
+	}
+	// Order and applicability are checked by compile and the canonical-form comparison.
+	return r, nil
+}
+
+// appendLP appends u32be(len(s)) || s.
+func appendLP[S ~string | ~[]byte](b []byte, s S) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
+}
+
+// macAD builds the associated data of the message MAC: the label, the envelope header,
+// the wrapped data key, the manifest without its tag, the clear metadata (sorted keys)
+// and the body, each length-prefixed. keys are the clear metadata keys, sorted.
+func macAD(header, dek, unsigned string, keys []string, md map[string]string, body []byte) []byte {
+	size := len(macLabel) + 4 + len(header) + 4 + len(dek) + 4 + len(unsigned) + 4 + 4 + len(body)
+	for _, k := range keys {
+		size += 8 + len(k) + len(md[k])
+	}
+	ad := make([]byte, 0, size)
+	ad = append(ad, macLabel...)
+	ad = appendLP(ad, header)
+	ad = appendLP(ad, dek)
+	ad = appendLP(ad, unsigned)
+	ad = binary.BigEndian.AppendUint32(ad, uint32(len(keys)))
+	for _, k := range keys {
+		ad = appendLP(ad, k)
+		ad = appendLP(ad, md[k])
+	}
+	return appendLP(ad, body)
+}
+
+// fieldAD is the associated data of a transit or envelope field: it binds the value to
+// its message and its concrete path.
+func fieldAD(id []byte, path string) []byte {
+	ad := make([]byte, 0, len(fieldLabel)+8+len(id)+len(path))
+	ad = append(ad, fieldLabel...)
+	ad = appendLP(ad, id)
+	return appendLP(ad, path)
+}
+
+// clearKeys returns the keys of md other than the three reserved entries, sorted.
+func clearKeys(md map[string]string) []string {
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		if k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func fitsU32(n int) bool { return uint64(n) <= math.MaxUint32 }
+
+// plainString reports whether s can be written inside a JSON string as is: printable
+// ASCII without '"' or '\'. Every replacement the format writes is such a string.
+func plainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// quoted returns s as a JSON string; s must be plainString.
+func quoted(s string) []byte {
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// unquotePlain returns the content of a JSON string token written by quoted, or false.
+func unquotePlain(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	s := string(raw[1 : len(raw)-1])
+	return s, plainString(s)
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{envelope.ErrMalformed}, args...)...)
+}
+
+func badManifest(format string, args ...any) error {
+	return fmt.Errorf("%w: %w: "+format, append([]any{ErrManifest, envelope.ErrMalformed}, args...)...)
+}
