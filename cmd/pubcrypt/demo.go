@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -24,126 +25,201 @@ import (
 )
 
 const (
-	demoTopic = "purchases_encrypted"
-	demoKey   = "pubcrypt"
+	topicPlain     = "purchases"
+	topicEncrypted = "purchases_encrypted"
+	topicLarge     = "purchases_large_encrypted"
+	demoKey        = "pubcrypt"
+	demoDetKey     = "pubcrypt-det"
+	demoFPEKey     = "pubcrypt-fpe"
 )
 
+// demo holds what the steps of the story share.
+type demo struct {
+	out     io.Writer
+	vault   *devvault.Server
+	kafka   *devkafka.Broker
+	secrets []string          // names, addresses and card numbers sent, to look for on the wire
+	sent    map[string][]byte // order ID → plaintext body
+	rows    [][2]string       // summary table
+}
+
+func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.out, format+"\n", a...) }
+func (d *demo) step(n int, title string)    { d.say("\n== %d. %s", n, title) }
+func (d *demo) row(k, v string)             { d.rows = append(d.rows, [2]string{k, v}) }
+
 func runDemo(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlags("demo", "Runs the story end to end on the embedded default: a real HashiCorp Vault dev server\n"+
-		"started on 127.0.0.1 and a Kafka-protocol broker (kfake) inside this process. Purchases are\n"+
-		"encrypted on send, shown as the broker's admin sees them, then received and decrypted.\n"+
+	fs := newFlags("demo", "Replays the whole story on the embedded default: a real HashiCorp Vault dev server on\n"+
+		"127.0.0.1 and a Kafka-protocol broker (kfake) inside this process.\n\n"+
+		"  1. infrastructure    2. a producer writes plaintext purchases to \""+topicPlain+"\"\n"+
+		"  3. what an admin sees    4. the encryptor bridges them to \""+topicEncrypted+"\" with\n"+
+		"     per-field Vault encryption and format-preserving card numbers    5. what an admin sees now\n"+
+		"  6. an operator rotates the Vault keys; new purchases use the new version, no restart\n"+
+		"  7. a consumer decrypts messages of both versions    8. a tampered message is refused\n\n"+
 		"The Vault binary is found via PUBCRYPT_VAULT_BIN, the project's cache or PATH\n"+
 		"(scripts/install-vault.sh builds it once).")
-	count := fs.Int("count", 5, "number of purchases to send")
+	count := fs.Int("count", 5, "purchases per round (two rounds: before and after rotation)")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed for the generated purchases")
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
+	policy := fs.String("fields", defaultFieldPolicy, "field policy of the encryptor")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *count < 1 {
 		return errors.New("--count must be at least 1")
 	}
+	fieldPolicy, err := crypttopic.ParseFieldPolicy(*policy)
+	if err != nil {
+		return fmt.Errorf("--fields: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	say := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
+	d := &demo{out: out, sent: map[string][]byte{}}
 
-	say("== 1. Infrastructure")
-	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
+	d.step(1, "Infrastructure")
+	d.vault, err = devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
 	if err != nil {
 		return err
 	}
-	defer vault.Stop()
-	say("   Vault dev server (real HashiCorp Vault) at %s, transit key %q created", vault.Addr, demoKey)
-	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{demoTopic}})
+	defer d.vault.Stop()
+	if err := d.vault.CreateFieldKeys(ctx, demoDetKey, demoFPEKey); err != nil {
+		return err
+	}
+	for _, kv := range d.vault.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		if err := os.Setenv(k, v); err != nil {
+			return err
+		}
+	}
+	d.say("   Vault dev server (real HashiCorp Vault) at %s; transit keys %q (data keys, transit fields),", d.vault.Addr, demoKey)
+	d.say("   %q (deterministic, derived+convergent), %q (format-preserving keys)", demoDetKey, demoFPEKey)
+	d.kafka, err = devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted, topicLarge}})
 	if err != nil {
 		return err
 	}
-	defer kafka.Close()
-	if err := os.Setenv(broker.EnvKafkaBrokers, kafka.Addrs[0]); err != nil {
+	defer d.kafka.Close()
+	if err := os.Setenv(broker.EnvKafkaBrokers, d.kafka.Addrs[0]); err != nil {
 		return err
 	}
-	say("   Kafka broker (kfake, in process) at %s, topic %q", kafka.Addrs[0], demoTopic)
+	d.say("   Kafka broker (kfake, in process) at %s; topics %s, %s, %s", d.kafka.Addrs[0], topicPlain, topicEncrypted, topicLarge)
 
-	client, err := vault.Client()
+	// Every application has its own keyring, so the summary can count Vault calls per role.
+	newKeys := func() (*keyring.Vault, error) { return keyring.NewVault(keyring.VaultOptions{Key: demoKey}) }
+	encKeys, err := newKeys()
 	if err != nil {
 		return err
 	}
-	// Producer and consumer each have their own keyring, as two applications would.
-	sendKeys, err := keyring.NewVault(keyring.VaultOptions{Client: client, Key: demoKey})
+	consKeys, err := newKeys()
 	if err != nil {
 		return err
 	}
-	recvKeys, err := keyring.NewVault(keyring.VaultOptions{Client: client, Key: demoKey})
+
+	plain, err := broker.OpenTopic(ctx, "kafka://"+topicPlain)
 	if err != nil {
 		return err
 	}
-	sub, err := cryptsub.Open(ctx, "kafka://demo-consumer?topic="+demoTopic+"&offset=oldest", cryptsub.Options{Keyring: recvKeys})
+	defer plain.Shutdown(context.Background())
+	gen := purchase.NewGenerator(*seed)
+
+	d.step(2, fmt.Sprintf("Producer: %d purchases, in plaintext, to %q", *count, topicPlain))
+	if err := d.produce(ctx, plain, gen, *count); err != nil {
+		return err
+	}
+
+	d.step(3, fmt.Sprintf("What the broker's admin sees on %q", topicPlain))
+	leaks, err := d.peek(ctx, topicPlain, *count)
+	if err != nil {
+		return err
+	}
+	d.say("   %d of %d messages expose a customer name, address or card number", leaks, *count)
+	d.row("plaintext topic: messages exposing customer data", fmt.Sprintf("%d of %d", leaks, *count))
+
+	d.step(4, fmt.Sprintf("Encryptor: %s → %s, fields %s", topicPlain, topicEncrypted, fieldPolicy))
+	// The demo renews data keys and looks up the FPE key version every second so that the
+	// rotation shows at once; the defaults are five minutes and one minute.
+	enc, err := crypttopic.Open(ctx, "kafka://"+topicEncrypted, crypttopic.Options{
+		Keyring: encKeys, Fields: fieldPolicy, FPERefresh: time.Second, Reuse: keyring.ReusePolicy{MaxAge: time.Second},
+		FieldKeys: crypttopic.FieldKeys{Deterministic: demoDetKey, FPE: demoFPEKey}})
+	if err != nil {
+		return err
+	}
+	defer enc.Shutdown(context.Background())
+	src, err := broker.OpenSubscription(ctx, "kafka://pubcrypt-encryptor?topic="+topicPlain+"&offset=oldest")
+	if err != nil {
+		return err
+	}
+	defer src.Shutdown(context.Background())
+	encrypted := make(chan string, 4**count)
+	bridgeErr := make(chan error, 1)
+	bctx, stopBridge := context.WithCancel(ctx)
+	defer stopBridge()
+	go func() { // runs for the rest of the story, across the rotation
+		_, err := bridge(bctx, src, enc, bridgeOptions{batch: 100, each: func(m *pubsub.Message) { encrypted <- m.Metadata["order"] }})
+		bridgeErr <- err
+	}()
+	if err := d.await(ctx, encrypted, bridgeErr, *count); err != nil {
+		return err
+	}
+	d.say("   %d purchases encrypted and forwarded; each source message acknowledged after its copy was accepted", *count)
+
+	d.step(5, fmt.Sprintf("What the broker's admin sees on %q", topicEncrypted))
+	leaks, err = d.peek(ctx, topicEncrypted, *count)
+	if err != nil {
+		return err
+	}
+	d.say("   %d of %d messages expose a customer name, address or card number; card numbers keep", leaks, *count)
+	d.say("   their shape, first 6 digits and a valid check digit, so validation and joins still work")
+
+	d.step(6, "Operator rotates the Vault keys; the encryptor keeps running")
+	if err := rotateKeys(ctx, encKeys, []string{demoKey, demoFPEKey}, d.out); err != nil {
+		return err
+	}
+	time.Sleep(1100 * time.Millisecond) // let the encryptor's data-key age and FPE refresh pass
+	d.say("   producer sends %d more purchases", *count)
+	if err := d.produce(ctx, plain, gen, *count); err != nil {
+		return err
+	}
+	if err := d.await(ctx, encrypted, bridgeErr, *count); err != nil {
+		return err
+	}
+	stopBridge()
+	if err := <-bridgeErr; err != nil {
+		return err
+	}
+	raw, err := d.rawMessages(ctx, topicEncrypted, 2**count)
+	if err != nil {
+		return err
+	}
+	before, after := wireVersions(raw[0]), wireVersions(raw[len(raw)-1])
+	d.say("   on the wire before the rotation: %s", before)
+	d.say("   on the wire after the rotation:  %s", after)
+	d.row("encrypted topic: messages exposing customer data", fmt.Sprintf("%d of %d", d.countLeaks(raw), len(raw)))
+	d.row("key versions on the wire", "v1 before the rotation, v2 after, encryptor not restarted")
+
+	d.step(7, fmt.Sprintf("Consumer: decrypt every message of %q, both key versions", topicEncrypted))
+	sub, err := cryptsub.Open(ctx, "kafka://pubcrypt-consumer?topic="+topicEncrypted+"&offset=oldest", cryptsub.Options{Keyring: consKeys})
 	if err != nil {
 		return err
 	}
 	defer sub.Shutdown(context.Background())
-	top, err := crypttopic.Open(ctx, "kafka://"+demoTopic, crypttopic.Options{Keyring: sendKeys})
-	if err != nil {
-		return err
-	}
-	defer top.Shutdown(context.Background())
-
-	say("\n== 2. Producer: %d purchases, encrypted before they leave the process", *count)
-	gen := purchase.NewGenerator(*seed)
-	sent := make(map[string][]byte, *count)
-	var secrets []string
-	for range *count {
-		p := gen.Next()
-		body, err := json.Marshal(p)
-		if err != nil {
-			return err
-		}
-		if err := top.Send(ctx, &pubsub.Message{Body: body, Metadata: map[string]string{"order": p.ID}}); err != nil {
-			return err
-		}
-		sent[p.ID] = body
-		secrets = append(secrets, p.Name, p.CardNumber, strings.ReplaceAll(p.CardNumber, "-", ""))
-		say("   sent %s  %-18s card %s  %8.2f %s", p.ID, p.Name, p.CardNumber, p.Amount, p.Currency)
-	}
-
-	say("\n== 3. What the broker's admin sees on %q (raw, no key)", demoTopic)
-	raw, err := broker.OpenSubscription(ctx, "kafka://demo-admin?topic="+demoTopic+"&offset=oldest")
-	if err != nil {
-		return err
-	}
-	rawMsgs, err := peek(ctx, raw, *count, 10*time.Second)
-	_ = raw.Shutdown(context.Background())
-	if err != nil {
-		return err
-	}
-	leaks := 0
-	for i, m := range rawMsgs {
-		printRaw(out, i+1, m)
-		if containsAny(m, secrets) {
-			leaks++
-		}
-	}
-	say("   %d of %d raw messages contain a customer name or card number", leaks, len(rawMsgs))
-
-	say("\n== 4. Consumer: receive and decrypt")
-	for range *count {
+	for range 2 * *count {
 		m, err := sub.Receive(ctx)
 		if err != nil {
 			return err
 		}
 		m.Ack()
-		want, ok := sent[m.Metadata["order"]]
+		want, ok := d.sent[m.Metadata["order"]]
 		if !ok || !bytes.Equal(want, m.Body) {
-			return fmt.Errorf("message %s did not decrypt to what was sent", m.LoggableID)
+			return fmt.Errorf("message %s did not decrypt to what the producer sent", m.LoggableID)
 		}
-		say("   %s", shorten(string(m.Body), 150))
+		d.say("   [%s] %s", shortVersions(raw[indexOf(raw, m.Metadata["order"])]), shorten(string(m.Body), 110))
 	}
+	d.row("decrypted byte-equal to what was produced", fmt.Sprintf("%d of %d", 2**count, 2**count))
 
-	say("\n== 5. Tampering: one byte of a ciphertext changed on the broker")
-	tampered := rawMsgs[0]
+	d.step(8, "Tampering: one byte of a protected message changed on the broker")
+	tampered := raw[0]
 	body := bytes.Clone(tampered.Body)
 	body[len(body)/2] ^= 0x01
-	if err := top.Unwrap().Send(ctx, &pubsub.Message{Body: body, Metadata: tampered.Metadata}); err != nil {
+	if err := enc.Unwrap().Send(ctx, &pubsub.Message{Body: body, Metadata: tampered.Metadata}); err != nil {
 		return err
 	}
 	_, err = sub.Receive(ctx)
@@ -152,21 +228,88 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("tampered message was not refused: %v", err)
 	}
 	de.Message.Ack()
-	say("   refused: %v", err)
+	d.say("   refused: %v", err)
+	d.row("tampered message", "refused (cryptsub.ErrTampered)")
 
-	say("\n== Summary")
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "   purchases sent\t%d\n", *count)
-	fmt.Fprintf(tw, "   raw messages holding plaintext\t%d\n", leaks)
-	fmt.Fprintf(tw, "   decrypted byte-equal\t%d\n", len(sent))
-	fmt.Fprintf(tw, "   Vault calls, producer\t%d\n", sendKeys.Calls())
-	fmt.Fprintf(tw, "   Vault calls, consumer\t%d\n", recvKeys.Calls())
-	fmt.Fprintf(tw, "   tampered message\trefused (%s)\n", "ErrTampered")
+	d.say("\n== Summary")
+	d.row("Vault calls, encryptor", fmt.Sprint(encKeys.Calls()))
+	d.row("Vault calls, consumer", fmt.Sprint(consKeys.Calls()))
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	for _, r := range d.rows {
+		fmt.Fprintf(tw, "   %s\t%s\n", r[0], r[1])
+	}
 	tw.Flush()
-	if leaks > 0 {
-		return fmt.Errorf("%d raw messages hold plaintext", leaks)
+	if n := d.countLeaks(raw); n > 0 {
+		return fmt.Errorf("%d encrypted messages expose customer data", n)
 	}
 	return nil
+}
+
+// produce sends count plaintext purchases, as the application before pubcrypt does.
+func (d *demo) produce(ctx context.Context, top *pubsub.Topic, gen *purchase.Generator, count int) error {
+	_, err := producePurchases(ctx, top, gen, count, 0, func(p purchase.Purchase) {
+		body, _ := json.Marshal(p)
+		d.sent[p.ID] = body
+		d.secrets = append(d.secrets, p.Name, p.Address, p.CardNumber, strings.ReplaceAll(p.CardNumber, "-", ""))
+		d.say("   sent %s  %-18s card %s  %8.2f %s", p.ID, p.Name, p.CardNumber, p.Amount, p.Currency)
+	})
+	return err
+}
+
+// await waits until the bridge has forwarded n more messages.
+func (d *demo) await(ctx context.Context, done <-chan string, bridgeErr <-chan error, n int) error {
+	for range n {
+		select {
+		case <-done:
+		case err := <-bridgeErr:
+			return fmt.Errorf("encryptor stopped: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+var peekGroup int
+
+// rawMessages reads the first n messages of topic without decrypting, in a group of its own.
+func (d *demo) rawMessages(ctx context.Context, topic string, n int) ([]*pubsub.Message, error) {
+	peekGroup++
+	sub, err := broker.OpenSubscription(ctx, fmt.Sprintf("kafka://pubcrypt-admin-%d?topic=%s&offset=oldest", peekGroup, topic))
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Shutdown(context.Background())
+	msgs, err := peek(ctx, sub, n, 10*time.Second)
+	if err == nil && len(msgs) < n {
+		err = fmt.Errorf("read %d of %d messages from %s", len(msgs), n, topic)
+	}
+	return msgs, err
+}
+
+// peek prints the first n raw messages of topic and returns how many expose a secret.
+func (d *demo) peek(ctx context.Context, topic string, n int) (int, error) {
+	msgs, err := d.rawMessages(ctx, topic, n)
+	if err != nil {
+		return 0, err
+	}
+	for i, m := range msgs[:min(len(msgs), 2)] {
+		printRaw(d.out, i+1, m)
+	}
+	if len(msgs) > 2 {
+		d.say("   … %d more", len(msgs)-2)
+	}
+	return d.countLeaks(msgs), nil
+}
+
+func (d *demo) countLeaks(msgs []*pubsub.Message) int {
+	n := 0
+	for _, m := range msgs {
+		if containsAny(m, d.secrets) {
+			n++
+		}
+	}
+	return n
 }
 
 func containsAny(m *pubsub.Message, secrets []string) bool {
@@ -181,4 +324,40 @@ func containsAny(m *pubsub.Message, secrets []string) bool {
 		}
 	}
 	return false
+}
+
+var (
+	transitVersion = regexp.MustCompile(`"name":"vault:v(\d+):`)
+	dekVersion     = regexp.MustCompile(`^vault:v(\d+):`)
+	fpeVersion     = regexp.MustCompile(`;fk=[^;@]+@(\d+)`)
+)
+
+func firstGroup(re *regexp.Regexp, s string) string {
+	if g := re.FindStringSubmatch(s); g != nil {
+		return "v" + g[1]
+	}
+	return "-"
+}
+
+// wireVersions says which key versions protect a raw message: the transit key of the name
+// field, the key that wrapped the data key, and the FPE key of the card number.
+func wireVersions(m *pubsub.Message) string {
+	return fmt.Sprintf("transit field %s, data key %s, FPE key %s",
+		firstGroup(transitVersion, string(m.Body)),
+		firstGroup(dekVersion, m.Metadata["pubcrypt-dek"]),
+		firstGroup(fpeVersion, m.Metadata["pubcrypt-fields"]))
+}
+
+func shortVersions(m *pubsub.Message) string {
+	return fmt.Sprintf("keys %s/%s/%s", firstGroup(transitVersion, string(m.Body)),
+		firstGroup(dekVersion, m.Metadata["pubcrypt-dek"]), firstGroup(fpeVersion, m.Metadata["pubcrypt-fields"]))
+}
+
+func indexOf(msgs []*pubsub.Message, order string) int {
+	for i, m := range msgs {
+		if m.Metadata["order"] == order {
+			return i
+		}
+	}
+	return 0
 }

@@ -2,6 +2,7 @@
 //
 //	pubcrypt demo      the whole story on an embedded Kafka broker and Vault dev server
 //	pubcrypt produce   plaintext purchases, as an application sends them before pubcrypt
+//	pubcrypt encrypt   bridge a plaintext topic to an encrypted one
 //	pubcrypt consume   receive and decrypt
 //	pubcrypt rotate    rotate a Vault transit key
 //	pubcrypt peek      what an admin sees on a topic: raw bodies and metadata, no decryption
@@ -29,6 +30,7 @@ type command struct {
 var commands = []command{
 	{"demo", "run the end-to-end demo on an embedded Kafka broker and a real Vault dev server", runDemo},
 	{"produce", "send generated plaintext purchases to a topic (the application before pubcrypt)", runProduce},
+	{"encrypt", "bridge a plaintext topic to an encrypted one (chosen fields or whole bodies), at least once", runEncrypt},
 	{"consume", "receive, decrypt and print messages of an encrypted topic", runConsume},
 	{"rotate", "rotate a Vault transit key; producers pick the new version up without a restart", runRotate},
 	{"peek", "print what an admin sees on a topic: raw bodies and metadata, no decryption", runPeek},

@@ -40,7 +40,7 @@ func rotateKeys(ctx context.Context, kr *keyring.Vault, names []string, out io.W
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "rotated %q: new messages use version %d; versions %d..%d still decrypt\n",
+		fmt.Fprintf(out, "   rotated %q: new messages use version %d; versions %d..%d still decrypt\n",
 			name, info.LatestVersion, max(info.MinDecryptionVersion, 1), info.LatestVersion)
 	}
 	return nil
