@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pubcrypt/pubcrypt/cryptsub"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/devkafka"
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
+	"github.com/pubcrypt/pubcrypt/internal/purchase"
+	"github.com/pubcrypt/pubcrypt/keyring"
+)
+
+// TestEncryptBridgeSurvivesKill runs `pubcrypt encrypt` as a real process against a real
+// Vault and Kafka broker, kills it with SIGKILL in the middle of a stream, starts it again,
+// and checks that every source message reached the encrypted topic (duplicates allowed:
+// the bridge is at least once) and decrypts to what was produced.
+func TestEncryptBridgeSurvivesKill(t *testing.T) {
+	const n = 3000
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	vault, err := devvault.Start(ctx, devvault.Options{Keys: []string{demoKey}})
+	if err != nil {
+		t.Fatalf("Vault dev server: %v", err)
+	}
+	defer vault.Stop()
+	if err := vault.CreateFieldKeys(ctx, demoDetKey, demoFPEKey); err != nil {
+		t.Fatal(err)
+	}
+	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Close()
+	t.Setenv(broker.EnvKafkaBrokers, kafka.Addrs[0])
+	for _, kv := range vault.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+
+	// n plaintext purchases on the source topic.
+	plain, err := broker.OpenTopic(ctx, "kafka://"+topicPlain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string][]byte{}
+	if _, err := producePurchases(ctx, plain, purchase.NewGenerator(5), n, 0, func(p purchase.Purchase) {
+		sent[p.ID], _ = json.Marshal(p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = plain.Shutdown(ctx)
+
+	bin := filepath.Join(t.TempDir(), "pubcrypt")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	args := []string{"encrypt", "--sub", "kafka://pubcrypt-encryptor?topic=" + topicPlain + "&offset=oldest",
+		"--topic", "kafka://" + topicEncrypted, "--batch", "50"}
+
+	// First run: killed once it has forwarded some batches.
+	first := exec.Command(bin, args...)
+	stdout, _ := first.StdoutPipe()
+	first.Stderr = os.Stderr
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	forwarded := 0
+	for forwarded < 400 && lines.Scan() {
+		if strings.HasPrefix(lines.Text(), "encrypted ") {
+			forwarded++
+		}
+	}
+	_ = first.Process.Signal(syscall.SIGKILL)
+	_ = first.Wait()
+	t.Logf("first bridge killed with SIGKILL after reporting %d forwarded messages", forwarded)
+	if forwarded < 400 {
+		t.Fatalf("first bridge stopped early after %d messages", forwarded)
+	}
+
+	// Second run: picks up from the committed offsets and stops when the source is idle.
+	// The idle window outlasts the consumer-group session timeout (10 s), within which
+	// the broker still counts the killed bridge as the partition's owner.
+	second := exec.Command(bin, append(args, "--idle", "20s")...)
+	var out bytes.Buffer
+	second.Stdout, second.Stderr = &out, &out
+	if err := second.Run(); err != nil {
+		t.Fatalf("second bridge: %v\n%s", err, out.String())
+	}
+	t.Logf("second bridge: %s", lastLine(out.String()))
+
+	// Every purchase is on the encrypted topic and decrypts to what was produced.
+	kr, err := keyring.NewVault(keyring.VaultOptions{Key: demoKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := cryptsub.Open(ctx, "kafka://pubcrypt-check?topic="+topicEncrypted+"&offset=oldest", cryptsub.Options{Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Shutdown(context.Background())
+	got := map[string]int{}
+	total := 0
+	for len(got) < n {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := sub.Receive(rctx)
+		rcancel()
+		if err != nil {
+			t.Fatalf("after %d distinct of %d: %v", len(got), n, err)
+		}
+		m.Ack()
+		total++
+		id := m.Metadata["order"]
+		if !bytes.Equal(m.Body, sent[id]) {
+			t.Fatalf("order %q did not decrypt to what was produced", id)
+		}
+		got[id]++
+	}
+	t.Logf("all %d purchases arrived encrypted (%d deliveries, %d duplicates from the kill)", n, total, total-n)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return fmt.Sprint(s)
+}
