@@ -4,6 +4,8 @@
 //	pubcrypt produce   plaintext purchases, as an application sends them before pubcrypt
 //	pubcrypt encrypt   bridge a plaintext topic to an encrypted one
 //	pubcrypt consume   receive and decrypt
+//	pubcrypt send-files     encrypt a directory's files and stream them in chunks
+//	pubcrypt receive-files  verify and write them; nothing partial ever appears
 //	pubcrypt rotate    rotate a Vault transit key
 //	pubcrypt peek      what an admin sees on a topic: raw bodies and metadata, no decryption
 //
@@ -29,9 +31,12 @@ type command struct {
 
 var commands = []command{
 	{"demo", "run the end-to-end demo on an embedded Kafka broker and a real Vault dev server", runDemo},
+	{"dev", "start the embedded Vault dev server and Kafka broker for the other commands", runDev},
 	{"produce", "send generated plaintext purchases to a topic (the application before pubcrypt)", runProduce},
 	{"encrypt", "bridge a plaintext topic to an encrypted one (chosen fields or whole bodies), at least once", runEncrypt},
 	{"consume", "receive, decrypt and print messages of an encrypted topic", runConsume},
+	{"send-files", "encrypt the files of a directory with one-use data keys and stream them to a topic", runSendFiles},
+	{"receive-files", "receive, verify and write files sent by send-files; nothing partial ever appears", runReceiveFiles},
 	{"rotate", "rotate a Vault transit key; producers pick the new version up without a restart", runRotate},
 	{"peek", "print what an admin sees on a topic: raw bodies and metadata, no decryption", runPeek},
 }
@@ -40,7 +45,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "pubcrypt encrypts messages before they reach the broker, with keys from HashiCorp Vault.")
 	fmt.Fprintln(w, "\nUsage: pubcrypt <command> [flags]\n\nCommands:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nBrokers are named by URL (kafka://purchases, mem://purchases, ...). Vault is configured by")
 	fmt.Fprintln(w, "Vault's own variables (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT), Kafka by")

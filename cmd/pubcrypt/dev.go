@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/pubcrypt/pubcrypt/internal/devkafka"
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
+)
+
+func runDev(ctx context.Context, args []string, out io.Writer) error {
+	fs := newFlags("dev", "Starts the embedded default as a service for the other commands: a real HashiCorp Vault\n"+
+		"dev server on 127.0.0.1 with the demo's transit keys, and a Kafka-protocol broker with\n"+
+		"the demo's topics. Prints the variables to export (and writes them to --env-file), then\n"+
+		"runs until interrupted. Everything is in memory and gone when it stops.\n\n"+
+		"Example: pubcrypt dev --env-file /tmp/pubcrypt.env & sleep 2; . /tmp/pubcrypt.env\n"+
+		"         pubcrypt produce --count 5")
+	envFile := fs.String("env-file", "", "also write the export lines to this file")
+	port := fs.Int("kafka-port", 0, "Kafka port (0: a free one)")
+	maxMsg := fs.Int("kafka-max-message-bytes", 0, "broker message.max.bytes (0: Kafka's default, 1048588)")
+	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
+	if err != nil {
+		return err
+	}
+	defer vault.Stop()
+	if err := vault.CreateFieldKeys(ctx, demoDetKey, demoFPEKey); err != nil {
+		return err
+	}
+	kafka, err := devkafka.Start(devkafka.Options{Port: *port, MaxMessageBytes: *maxMsg,
+		Topics: []string{topicPlain, topicEncrypted, topicLarge}})
+	if err != nil {
+		return err
+	}
+	defer kafka.Close()
+	var lines []string
+	for _, kv := range append(vault.Env(), "KAFKA_BROKERS="+kafka.Addrs[0]) {
+		k, v, _ := strings.Cut(kv, "=")
+		lines = append(lines, "export "+k+"="+strconv.Quote(v))
+	}
+	text := strings.Join(lines, "\n") + "\n"
+	if *envFile != "" {
+		if err := os.WriteFile(*envFile, []byte(text), 0o600); err != nil {
+			return err
+		}
+	}
+	fmt.Fprint(out, text)
+	fmt.Fprintf(out, "# Vault keys %s, %s, %s; topics %s, %s, %s. Ctrl-C stops everything.\n",
+		demoKey, demoDetKey, demoFPEKey, topicPlain, topicEncrypted, topicLarge)
+	<-ctx.Done()
+	return nil
+}
