@@ -148,8 +148,22 @@ type receiveLimits struct {
 // memory, so holding a transfer's chunks until it completes would hold the whole file.
 // A key-service outage stops without acking, so the chunk is read again.
 func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscription, dir string, lim receiveLimits, out, progress io.Writer) (got, failed int, err error) {
+	var rcv *filestream.Receiver
+	defer func() {
+		if rcv == nil {
+			return
+		}
+		// Transfers still open when the receiver stops are truncated: report each (their
+		// partial files are removed; nothing appears in dir).
+		for _, e := range unjoin(rcv.Close()) {
+			if errors.Is(e, filestream.ErrIncomplete) {
+				failed++
+				fmt.Fprintf(out, "refused: %v\n", e)
+			}
+		}
+	}()
 	bars := map[string]*progressbar.ProgressBar{}
-	rcv, err := filestream.NewReceiver(kr, dir, filestream.ReceiveOptions{
+	rcv, err = filestream.NewReceiver(kr, dir, filestream.ReceiveOptions{
 		Overwrite: lim.overwrite,
 		Progress: func(name string, n, total int64) {
 			bar := bars[name]
@@ -163,7 +177,6 @@ func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscript
 	if err != nil {
 		return 0, 0, err
 	}
-	defer rcv.Close()
 	refused := map[string]bool{} // transfers refused, each counted once
 	for lim.files == 0 || got+failed < lim.files {
 		m, err := lim.stop.receive(ctx, sub.Receive)
@@ -202,6 +215,17 @@ func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscript
 		}
 	}
 	return got, failed, nil
+}
+
+// unjoin splits an errors.Join result into its errors.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // regularFiles lists the regular files of dir, sorted, with a clear error if there are none.
