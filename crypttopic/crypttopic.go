@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	neturl "net/url"
 	"time"
 
 	"gocloud.dev/pubsub"
@@ -50,7 +51,17 @@ type Options struct {
 	// Logger receives key-rotation events and errors; nil discards them. It never sees
 	// keys, tokens or message contents.
 	Logger *slog.Logger
+	// Broker is the gocloud URL scheme of the broker the topic sends to ("kafka",
+	// "gcppubsub", "awssqs", ...). Send refuses, before anything reaches the broker, an
+	// encrypted message larger than that broker accepts (body, number and size of
+	// metadata entries), with an error that matches ErrTooLarge. Open sets it from the
+	// URL when empty; with New, empty means no check.
+	Broker string
 }
+
+// ErrTooLarge is matched (errors.Is) by the error of a send refused because the encrypted
+// message exceeds a limit of Options.Broker; the message was not sent.
+var ErrTooLarge = broker.ErrTooLarge
 
 // Topic encrypts messages and sends them on the topic it wraps.
 type Topic struct {
@@ -60,6 +71,7 @@ type Topic struct {
 	log       *slog.Logger
 	fields    FieldPolicy
 	sealer    *fields.Sealer // nil if the keyring cannot do field-level encryption
+	limits    broker.Limits  // of Options.Broker; zero: no check
 }
 
 // New wraps t. The caller keeps ownership of t only through the returned Topic: shut it
@@ -80,6 +92,9 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ct := &Topic{topic: t, keys: keys, sensitive: append([]string(nil), opts.SensitiveMetadata...), log: log, fields: opts.Fields}
+	if opts.Broker != "" {
+		ct.limits = broker.LimitsFor(opts.Broker)
+	}
 	if fk, ok := opts.Keyring.(keyring.FieldKeyring); ok {
 		fkeys := opts.FieldKeys
 		if fkeys.Transit == "" {
@@ -114,6 +129,11 @@ func Open(ctx context.Context, url string, opts Options) (*Topic, error) {
 	if err != nil {
 		return nil, fmt.Errorf("crypttopic: %w", err)
 	}
+	if opts.Broker == "" {
+		if u, err := neturl.Parse(url); err == nil {
+			opts.Broker = u.Scheme
+		}
+	}
 	ct, err := New(t, opts)
 	if err != nil {
 		_ = t.Shutdown(ctx)
@@ -139,13 +159,21 @@ func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
 		if err != nil {
 			return err
 		}
-		return t.topic.Send(ctx, out[0])
+		return t.send(ctx, out[0])
 	}
 	sealed, err := t.seal(ctx, m)
 	if err != nil {
 		return err
 	}
-	return t.topic.Send(ctx, sealed)
+	return t.send(ctx, sealed)
+}
+
+// send sends an encrypted message if it fits the broker's limits (Options.Broker).
+func (t *Topic) send(ctx context.Context, m *pubsub.Message) error {
+	if err := t.limits.Check(m.Body, m.Metadata); err != nil {
+		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
+	}
+	return t.topic.Send(ctx, m)
 }
 
 // seal encrypts the whole body of m (docs/FORMAT.md).

@@ -79,7 +79,7 @@ func (t *Topic) SendValue(ctx context.Context, v any, md map[string]string) erro
 	if err != nil {
 		return err
 	}
-	return t.topic.Send(ctx, out[0])
+	return t.send(ctx, out[0])
 }
 
 // SendBatch encrypts msgs together and sends them: the transit and deterministic fields
@@ -116,6 +116,11 @@ func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
 		}
 		for j, i := range fieldIdx {
 			out[i] = protected[j]
+		}
+	}
+	for i, m := range out { // fail closed for the batch: check every message before sending any
+		if err := t.limits.Check(m.Body, m.Metadata); err != nil {
+			return fmt.Errorf("crypttopic: send batch: message %d not sent, nor any other: %w", i, err)
 		}
 	}
 	var wg sync.WaitGroup
