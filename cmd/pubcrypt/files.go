@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -41,7 +42,7 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 		"Example: pubcrypt send-files --dir source --topic kafka://purchases_large_encrypted")
 	dir := fs.String("dir", "source", "directory whose files are sent (not recursive)")
 	topicURL := fs.String("topic", "kafka://purchases_large_encrypted", "topic URL to send to")
-	chunk := fs.Int("chunk-size", defaultChunkSize, "plaintext bytes per message")
+	chunk := fs.Int("chunk-size", 0, "plaintext bytes per message (0: 512 KiB, less where the broker's message limit needs it)")
 	var vf vaultFlags
 	vf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -51,6 +52,9 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 	files, err := regularFiles(*dir)
 	if err != nil {
 		return err
+	}
+	if *chunk == 0 {
+		*chunk = chunkSizeFor(*topicURL)
 	}
 	kr, err := vf.keyring()
 	if err != nil {
@@ -67,6 +71,16 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%d of %d file(s) sent to %s\n", len(stats), len(files), *topicURL)
 	return err
+}
+
+// chunkSizeFor picks the chunk size for a topic: 512 KiB, or less where the broker's
+// message limit (SNS: 256 KiB, base64-encoded) needs it.
+func chunkSizeFor(topicURL string) int {
+	u, err := url.Parse(topicURL)
+	if err != nil {
+		return defaultChunkSize
+	}
+	return broker.LimitsFor(u.Scheme).ChunkSize(defaultChunkSize, filestream.MaxOverhead)
 }
 
 type sentFile struct {

@@ -150,3 +150,27 @@ func size(n int) string {
 	}
 	return fmt.Sprintf("%d bytes", n)
 }
+
+// ChunkSize returns the largest plaintext chunk, at most preferred, whose encrypted
+// message fits these limits with overhead bytes of ciphertext expansion and metadata: a
+// file sender splits files into chunks this size. Binary chunks on a text-only broker are
+// base64-encoded, so they get 3/4 of the room.
+func (l Limits) ChunkSize(preferred, overhead int) int {
+	room := 0
+	for _, m := range []int{l.MaxBodyBytes, l.MaxTotalBytes} {
+		if m > 0 && (room == 0 || m < room) {
+			room = m
+		}
+	}
+	if room == 0 {
+		return preferred
+	}
+	if l.TextOnlyBody {
+		room = room * 3 / 4
+	}
+	room -= overhead
+	if room < 1024 {
+		room = 1024
+	}
+	return min(preferred, room)
+}

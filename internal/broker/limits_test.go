@@ -81,3 +81,21 @@ func TestZeroLimitsCheckNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestChunkSizeFitsTheBroker(t *testing.T) {
+	const preferred, overhead = 512 << 10, 4096
+	for _, tc := range []struct {
+		scheme string
+		want   int
+	}{
+		{"mem", preferred},
+		{"kafka", preferred},
+		{"gcppubsubv2", preferred},
+		{"awssns", (256<<10)*3/4 - overhead},
+		{"awssqs", preferred},
+	} {
+		if got := LimitsFor(tc.scheme).ChunkSize(preferred, overhead); got != tc.want {
+			t.Errorf("%s: chunk size %d, want %d", tc.scheme, got, tc.want)
+		}
+	}
+}
