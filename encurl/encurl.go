@@ -1,0 +1,356 @@
+// Package encurl makes encryption a URL change. Imported for its side effect,
+//
+//	import _ "github.com/pubcrypt/pubcrypt/encurl"
+//
+// it registers on gocloud's default URL mux the schemes "enc+" + an inner scheme (enc+kafka,
+// enc+mem, enc+gcppubsub, ... see Schemes), so that an application written against plain
+// gocloud encrypts and decrypts without a code change:
+//
+//	top, err := pubsub.OpenTopic(ctx, "enc+kafka://purchases_encrypted")
+//	sub, err := pubsub.OpenSubscription(ctx, "enc+kafka://billing?topic=purchases_encrypted&offset=oldest")
+//
+// The values returned are plain *pubsub.Topic and *pubsub.Subscription. Underneath, a
+// gocloud driver opens the inner URL (the same URL without "enc+" and without the
+// parameters below; kafka:// gets pubcrypt's Kafka opener, with TLS/SASL from the
+// environment) and wraps it in a crypttopic.Topic or cryptsub.Subscription. The inner
+// driver must be linked into the program as usual (kafka and mem are).
+//
+// Two ways to the same thing:
+//
+//	| wrapper types                                | URL                                                |
+//	|----------------------------------------------|----------------------------------------------------|
+//	| crypttopic.Open(ctx, "kafka://t", opts)      | pubsub.OpenTopic(ctx, "enc+kafka://t")             |
+//	| cryptsub.Open(ctx, "kafka://g?topic=t", opts) | pubsub.OpenSubscription(ctx, "enc+kafka://g?topic=t") |
+//	| keyring.VaultOptions{Key, Mount}             | vault_key=, vault_mount= (address, token from env) |
+//	| crypttopic.Options.Fields                    | fields=<URL-escaped policy>                        |
+//	| crypttopic.Options.Reuse.MaxAge              | reuse_max_age=<duration>                           |
+//	| any keyring, any Options                     | config=<name given to RegisterConfig>              |
+//	| Receive returns *cryptsub.DecryptError       | never: dead-lettered (dlq=<URL>) or acked + logged |
+//	| *crypttopic.Topic / *cryptsub.Subscription   | plain *pubsub.Topic / *pubsub.Subscription         |
+//
+// URL parameters, removed before the inner URL is opened (all others pass through):
+//
+//	vault_key      transit key that wraps data keys; default "pubcrypt"
+//	vault_mount    transit mount path; default "transit"
+//	fields         topics: field policy (crypttopic.ParseFieldPolicy), URL-escaped:
+//	               fields=name%3Dtransit%2Ccard_number%3Dfpe(bin%2Cluhn)
+//	reuse_max_age  topics: replace a data key after this long (Go duration, e.g. 1m)
+//	dlq            subscriptions: dead-letter topic URL, URL-escaped: dlq=kafka%3A%2F%2Fbad
+//	config         name given to RegisterConfig: keyring and Options for advanced use
+//
+// Vault's address and token come from Vault's environment variables (VAULT_ADDR,
+// VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT, ...); opening fails if VAULT_ADDR is not set,
+// unless config= names a configuration with a Keyring. A parameter that is malformed,
+// repeated, empty or given to the wrong side (fields on a subscription, dlq on a topic) is
+// an error naming it.
+//
+// # Undecryptable messages
+//
+// The portable Subscription treats a driver error as the end of the subscription, so a
+// message that cannot be decrypted (tampered, not encrypted, unknown or retired key,
+// permission denied) is never returned as an error. With dlq= it is sent, exactly as
+// received, to the dead-letter topic with one added metadata entry, DeadLetterReasonKey,
+// naming the reason, and then acked; strip that entry before replaying the message. Without
+// dlq= it is acked and dropped, logged at Warn (message ID and reason, never content) and
+// counted (see SubscriptionCounts). If the key service is unreachable and the inner
+// subscription supports Nack, the message is nacked for redelivery instead and receiving
+// backs off (100ms doubling to 30s); Kafka has no Nack, so there such a message is
+// dead-lettered (or dropped) like the others, its reason saying "key service unavailable".
+// A dead-letter send that fails is retried with the same backoff, and nothing else is
+// delivered meanwhile: a message is acked only once the dead-letter topic has it.
+//
+// Adding a scheme is one line in Schemes (or a call to Register for another mux).
+package encurl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"gocloud.dev/pubsub"
+
+	"github.com/pubcrypt/pubcrypt/cryptsub"
+	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/keyring"
+)
+
+// Prefix is what turns an inner scheme into an encrypting one: "enc+" + "kafka".
+const Prefix = "enc+"
+
+// Schemes are the inner schemes registered with Prefix on pubsub.DefaultURLMux at init:
+// gocloud's own drivers. Opening one whose driver is not linked into the program fails
+// with gocloud's "no driver registered" error.
+var Schemes = []string{
+	"mem",         // gocloud.dev/pubsub/mempubsub
+	"kafka",       // gocloud.dev/pubsub/kafkapubsub, through pubcrypt's opener
+	"gcppubsub",   // gocloud.dev/pubsub/gcppubsub
+	"gcppubsubv2", // gocloud.dev/pubsub/gcppubsubv2
+	"awssns",      // gocloud.dev/pubsub/awssnssqs
+	"awssqs",      // gocloud.dev/pubsub/awssnssqs
+	"azuresb",     // gocloud.dev/pubsub/azuresb
+	"rabbit",      // gocloud.dev/pubsub/rabbitpubsub
+	"nats",        // gocloud.dev/pubsub/natspubsub
+}
+
+func init() {
+	for _, s := range Schemes {
+		Register(pubsub.DefaultURLMux(), s)
+	}
+}
+
+// Register registers Prefix+innerScheme on mux for topics and subscriptions. The inner
+// URL is opened on gocloud's default mux (kafka:// with pubcrypt's Kafka opener). Like
+// gocloud's own registration, it panics if the scheme is already registered on mux.
+func Register(mux *pubsub.URLMux, innerScheme string) {
+	o := opener{inner: strings.ToLower(innerScheme)}
+	mux.RegisterTopic(Prefix+o.inner, o)
+	mux.RegisterSubscription(Prefix+o.inner, o)
+}
+
+// DeadLetterReasonKey is the metadata entry added to a message sent to the dead-letter
+// topic: why it could not be decrypted. It is outside the pubcrypt namespace; the message
+// decrypts again only once it is removed.
+const DeadLetterReasonKey = "dead-letter-reason"
+
+// Config is a named configuration for advanced use, selected with config=NAME.
+type Config struct {
+	// Keyring is used by both sides; nil means Topic.Keyring / Subscription.Keyring, and
+	// if that is nil too, a Vault keyring from the environment and vault_key/vault_mount.
+	Keyring keyring.Keyring
+	// Topic and Subscription are the wrappers' options. URL parameters (fields,
+	// reuse_max_age) override their fields.
+	Topic        crypttopic.Options
+	Subscription cryptsub.Options
+	// DeadLetter is the dead-letter topic URL when the URL has no dlq parameter.
+	DeadLetter string
+	// Logger receives the undecryptable-message warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+var configs struct {
+	sync.Mutex
+	m map[string]Config
+}
+
+// RegisterConfig makes c available to URLs as config=name. Registering a name again
+// replaces its configuration for URLs opened afterwards.
+func RegisterConfig(name string, c Config) {
+	if name == "" {
+		panic("encurl: RegisterConfig: empty name")
+	}
+	configs.Lock()
+	defer configs.Unlock()
+	if configs.m == nil {
+		configs.m = make(map[string]Config)
+	}
+	configs.m[name] = c
+}
+
+func lookupConfig(name string) (Config, bool) {
+	configs.Lock()
+	defer configs.Unlock()
+	c, ok := configs.m[name]
+	return c, ok
+}
+
+// The URL parameters this package consumes.
+const (
+	paramKey    = "vault_key"
+	paramMount  = "vault_mount"
+	paramFields = "fields"
+	paramMaxAge = "reuse_max_age"
+	paramDLQ    = "dlq"
+	paramConfig = "config"
+)
+
+var ownParams = map[string]bool{paramKey: true, paramMount: true, paramFields: true, paramMaxAge: true, paramDLQ: true, paramConfig: true}
+
+// params are the parsed parameters of an enc+ URL; inner is the URL to open underneath.
+type params struct {
+	inner  string
+	values map[string]string
+}
+
+// parseURL splits u into the inner URL and this package's parameters, refusing those that
+// do not apply to kind ("topic" or "subscription").
+func parseURL(u *url.URL, kind string) (params, error) {
+	p := params{values: make(map[string]string)}
+	var keep []string
+	for _, kv := range strings.Split(u.RawQuery, "&") {
+		if kv == "" {
+			continue
+		}
+		rawKey, rawVal, _ := strings.Cut(kv, "=")
+		key, err := url.QueryUnescape(rawKey)
+		if err != nil || !ownParams[key] {
+			keep = append(keep, kv)
+			continue
+		}
+		val, err := url.QueryUnescape(rawVal)
+		if err != nil {
+			return p, fmt.Errorf("parameter %s: invalid URL escaping: %w", key, err)
+		}
+		if _, dup := p.values[key]; dup {
+			return p, fmt.Errorf("parameter %s: given more than once", key)
+		}
+		if val == "" {
+			return p, fmt.Errorf("parameter %s: empty value", key)
+		}
+		switch {
+		case kind == "topic" && key == paramDLQ:
+			return p, fmt.Errorf("parameter %s: applies to subscriptions only", key)
+		case kind == "subscription" && (key == paramFields || key == paramMaxAge):
+			return p, fmt.Errorf("parameter %s: applies to topics only (a subscription reads the policy from each message)", key)
+		}
+		p.values[key] = val
+	}
+	inner := *u
+	inner.Scheme = strings.TrimPrefix(strings.ToLower(u.Scheme), Prefix)
+	inner.RawQuery = strings.Join(keep, "&")
+	inner.ForceQuery = false
+	p.inner = inner.String()
+	return p, nil
+}
+
+// resolve returns the configuration p selects and the keyring to use (from the config or
+// from Vault's environment).
+func (p params) resolve(pick func(Config) keyring.Keyring) (Config, keyring.Keyring, error) {
+	var cfg Config
+	if name, ok := p.values[paramConfig]; ok {
+		c, found := lookupConfig(name)
+		if !found {
+			return cfg, nil, fmt.Errorf("parameter %s: no configuration registered as %q (encurl.RegisterConfig)", paramConfig, name)
+		}
+		cfg = c
+	}
+	kr := cfg.Keyring
+	if kr == nil {
+		kr = pick(cfg)
+	}
+	if kr != nil {
+		for _, k := range []string{paramKey, paramMount} {
+			if _, ok := p.values[k]; ok {
+				return cfg, nil, fmt.Errorf("parameter %s: not allowed with config=%s, whose keyring is set", k, p.values[paramConfig])
+			}
+		}
+		return cfg, kr, nil
+	}
+	if os.Getenv("VAULT_ADDR") == "" && os.Getenv("VAULT_AGENT_ADDR") == "" {
+		return cfg, nil, errors.New("VAULT_ADDR is not set: enc+ URLs take Vault's address and token from Vault's environment variables (VAULT_ADDR, VAULT_TOKEN, ...)")
+	}
+	key := p.values[paramKey]
+	if key == "" {
+		key = "pubcrypt"
+	}
+	v, err := keyring.NewVault(keyring.VaultOptions{Key: key, Mount: p.values[paramMount]})
+	if err != nil {
+		name := paramKey
+		if strings.Contains(err.Error(), "Mount") {
+			name = paramMount
+		}
+		return cfg, nil, fmt.Errorf("parameter %s: %w", name, err)
+	}
+	return cfg, v, nil
+}
+
+// opener opens enc+<inner> URLs.
+type opener struct{ inner string }
+
+func (o opener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+	t, err := o.openTopic(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("encurl: open topic %s: %w", u.Redacted(), err)
+	}
+	return t, nil
+}
+
+func (o opener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+	p, err := parseURL(u, "topic")
+	if err != nil {
+		return nil, err
+	}
+	cfg, kr, err := p.resolve(func(c Config) keyring.Keyring { return c.Topic.Keyring })
+	if err != nil {
+		return nil, err
+	}
+	opts := cfg.Topic
+	opts.Keyring = kr
+	if s, ok := p.values[paramFields]; ok {
+		policy, err := crypttopic.ParseFieldPolicy(s)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %s: %w", paramFields, err)
+		}
+		opts.Fields = policy
+	}
+	if s, ok := p.values[paramMaxAge]; ok {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("parameter %s: %q is not a positive duration such as 5m", paramMaxAge, s)
+		}
+		opts.Reuse.MaxAge = d
+	}
+	if opts.Logger == nil {
+		opts.Logger = cfg.Logger
+	}
+	ct, err := crypttopic.Open(ctx, p.inner, opts)
+	if err != nil {
+		if len(opts.Fields) > 0 && strings.Contains(err.Error(), "Options.Fields") {
+			return nil, fmt.Errorf("parameter %s: %w", paramFields, err)
+		}
+		return nil, err
+	}
+	return newTopic(ct), nil
+}
+
+func (o opener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+	s, err := o.openSubscription(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("encurl: open subscription %s: %w", u.Redacted(), err)
+	}
+	return s, nil
+}
+
+func (o opener) openSubscription(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+	p, err := parseURL(u, "subscription")
+	if err != nil {
+		return nil, err
+	}
+	cfg, kr, err := p.resolve(func(c Config) keyring.Keyring { return c.Subscription.Keyring })
+	if err != nil {
+		return nil, err
+	}
+	opts := cfg.Subscription
+	opts.Keyring = kr
+	if opts.Logger == nil {
+		opts.Logger = cfg.Logger
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	dlqURL := cfg.DeadLetter
+	if s, ok := p.values[paramDLQ]; ok {
+		dlqURL = s
+	}
+	var dlq *pubsub.Topic
+	if dlqURL != "" {
+		if dlq, err = broker.OpenTopic(ctx, dlqURL); err != nil {
+			return nil, fmt.Errorf("parameter %s: %w", paramDLQ, err)
+		}
+	}
+	cs, err := cryptsub.Open(ctx, p.inner, opts)
+	if err != nil {
+		if dlq != nil {
+			_ = dlq.Shutdown(ctx)
+		}
+		return nil, err
+	}
+	return newSubscription(cs, dlq, o.inner != "kafka", log), nil
+}
