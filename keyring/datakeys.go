@@ -59,6 +59,7 @@ type current struct {
 type flight struct {
 	done chan struct{}
 	err  error
+	cur  *current // the key it installed, if any
 }
 
 // NewDataKeys returns DataKeys drawing keys from kr under policy p.
@@ -146,6 +147,15 @@ func (d *DataKeys) TakeN(ctx context.Context, count, n int) (*DataKey, uint64, e
 			return nil, 0, f.err
 		}
 		d.mu.Lock()
+		// A caller that waited for a new key may use it even if MaxAge is shorter than
+		// the key service took to answer; otherwise it would ask for keys forever.
+		if c := f.cur; c != nil && d.cur == c && c.uses+uses <= d.p.MaxMessages && c.bytes+size <= d.p.MaxBytes {
+			seq := c.uses
+			c.uses += uses
+			c.bytes += size
+			d.mu.Unlock()
+			return c.key, seq, nil
+		}
 	}
 }
 
@@ -172,6 +182,7 @@ func (d *DataKeys) generate(ctx context.Context) *flight {
 		d.mu.Lock()
 		if err == nil && epoch == d.epoch {
 			d.cur = &current{key: k, created: created}
+			f.cur = d.cur
 		}
 		f.err = err
 		if d.pending == f {

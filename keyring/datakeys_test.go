@@ -259,3 +259,19 @@ func TestTakeNReservesContiguousRanges(t *testing.T) {
 		t.Fatal("an empty range was accepted")
 	}
 }
+
+// A MaxAge shorter than the key service's latency must not make Take ask for keys
+// forever: the caller that waited for a key gets it.
+func TestTinyMaxAgeStillProgresses(t *testing.T) {
+	d, err := NewDataKeys(newStub(), ReusePolicy{MaxAge: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 10 {
+		if _, _, err := d.Take(ctx, 10); err != nil {
+			t.Fatalf("Take with a 1ns MaxAge: %v", err)
+		}
+	}
+}
