@@ -163,6 +163,13 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 	return m, info, nil
 }
 
+// Decrypt decrypts a raw message in place, as Receive does: for retrying the Message of a
+// *DecryptError whose Retryable() is true (the key service was unreachable) on a broker
+// that cannot redeliver it (Kafka has no Nack). On error m is left as it was.
+func (s *Subscription) Decrypt(ctx context.Context, m *pubsub.Message) (Info, error) {
+	return s.open(ctx, m)
+}
+
 // open decrypts m in place; on error m is left exactly as received.
 func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error) {
 	if fields.IsFields(m.Metadata) {

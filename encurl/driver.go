@@ -172,6 +172,14 @@ func (s *subscription) pump() {
 		var de *cryptsub.DecryptError
 		switch {
 		case errors.As(err, &de):
+			if retryable(de) && !(s.canNack && de.Message.Nackable()) {
+				// The broker cannot redeliver it (Kafka): hold it and try again until the
+				// key service is back, so it is neither dead-lettered nor lost.
+				if m = s.retryDecrypt(de); m == nil {
+					continue
+				}
+				break
+			}
 			if !s.undecryptable(de) {
 				backoff.wait(s.ctx)
 			} else {
@@ -191,6 +199,29 @@ func (s *subscription) pump() {
 				m.Nack() // hand it back now rather than at the ack deadline
 			}
 			return
+		}
+	}
+}
+
+// retryDecrypt tries a message whose decryption failed for a passing reason again, with
+// backoff, until it decrypts (returned), fails for good (disposed of, nil returned) or
+// the subscription closes (left unacked for redelivery, nil returned).
+func (s *subscription) retryDecrypt(de *cryptsub.DecryptError) *pubsub.Message {
+	m := de.Message
+	s.log.WarnContext(s.ctx, "encurl: key service unavailable, holding the message and retrying", "id", m.LoggableID, "reason", reasonOf(de))
+	for b := newBackoff(); ; {
+		b.wait(s.ctx)
+		if s.ctx.Err() != nil {
+			return nil
+		}
+		_, err := s.cs.Decrypt(s.ctx, m)
+		if err == nil {
+			return m
+		}
+		de = &cryptsub.DecryptError{Message: m, Err: err}
+		if !retryable(de) {
+			s.undecryptable(de)
+			return nil
 		}
 	}
 }
