@@ -86,10 +86,10 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	if err := checkAEAD(in.AEAD); err != nil {
 		return nil, nil, err
 	}
-	if !validKeyID(in.KeyID) {
+	if !ValidKeyID(in.KeyID) {
 		return nil, nil, invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen)
 	}
-	if !validValue(in.Wrapped) {
+	if !ValidValue(in.Wrapped) {
 		return nil, nil, invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen)
 	}
 
@@ -97,7 +97,7 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	var hidden []string
 	for k, v := range in.Metadata {
 		switch {
-		case reserved(k):
+		case Reserved(k):
 			return nil, nil, invalid("metadata key %.64q is reserved (prefix %q)", k, reservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, nil, invalid("metadata key %.64q is not valid UTF-8", k)
@@ -175,7 +175,7 @@ func Parse(md map[string]string) (*Envelope, error) {
 	header, hasHeader := md[HeaderKey]
 	wrapped, hasDEK := md[DEKKey]
 	for k := range md {
-		if reserved(k) && k != HeaderKey && k != DEKKey {
+		if Reserved(k) && k != HeaderKey && k != DEKKey {
 			return nil, malformed("unknown reserved metadata key %.64q", k)
 		}
 	}
@@ -191,7 +191,7 @@ func Parse(md map[string]string) (*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !validValue(wrapped) {
+	if !ValidValue(wrapped) {
 		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
 	}
 	e := &Envelope{
@@ -227,7 +227,7 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 	if keyID != e.KeyID || string(nonce[:]) != string(e.Nonce) || sensitive != e.SensitiveMeta {
 		return nil, nil, malformed("envelope fields disagree with its header")
 	}
-	if !validValue(e.Wrapped) {
+	if !ValidValue(e.Wrapped) {
 		return nil, nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
 	}
 	if len(body) < tagSize {

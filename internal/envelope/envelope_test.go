@@ -140,7 +140,7 @@ func TestEnvelopeEntries(t *testing.T) {
 	s := newSample(t)
 	for _, k := range []string{HeaderKey, DEKKey} {
 		v := s.md[k]
-		if !validValue(v) {
+		if !ValidValue(v) {
 			t.Errorf("%s = %q is not 1-%d bytes of printable ASCII", k, v, MaxValueLen)
 		}
 	}

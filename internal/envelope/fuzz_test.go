@@ -29,7 +29,7 @@ func FuzzParse(f *testing.F) {
 		if got := formatHeader(env.KeyID, [12]byte(env.Nonce), env.SensitiveMeta); got != env.Header || got != md[HeaderKey] {
 			t.Fatalf("accepted non-canonical header %q (canonical %q)", md[HeaderKey], got)
 		}
-		if !validValue(env.Wrapped) || env.Wrapped != md[DEKKey] {
+		if !ValidValue(env.Wrapped) || env.Wrapped != md[DEKKey] {
 			t.Fatalf("accepted wrapped key %q", env.Wrapped)
 		}
 	})

@@ -30,11 +30,13 @@ const (
 	maxPlaintext uint64 = 1<<36 - 32
 )
 
-// reserved reports whether key is in the namespace the format keeps for itself.
-func reserved(key string) bool { return strings.HasPrefix(key, reservedPrefix) }
+// Reserved reports whether a metadata key is in the namespace pubcrypt's formats keep for
+// themselves (every key starting with "pubcrypt"); the field and file formats share it.
+func Reserved(key string) bool { return strings.HasPrefix(key, reservedPrefix) }
 
-// validKeyID reports whether id may appear as kid= in a header.
-func validKeyID(id string) bool {
+// ValidKeyID reports whether id may name a key in an envelope entry: 1 to 128 characters
+// from [A-Za-z0-9._-]. The field and file formats use the same rule.
+func ValidKeyID(id string) bool {
 	if len(id) == 0 || len(id) > maxKeyIDLen {
 		return false
 	}
@@ -50,9 +52,9 @@ func validKeyID(id string) bool {
 	return true
 }
 
-// validValue reports whether v fits an envelope entry on every broker we target:
+// ValidValue reports whether v fits an envelope entry on every broker pubcrypt targets:
 // 1 to MaxValueLen bytes of printable ASCII.
-func validValue(v string) bool {
+func ValidValue(v string) bool {
 	if len(v) == 0 || len(v) > MaxValueLen {
 		return false
 	}
@@ -104,7 +106,7 @@ func parseHeader(h string) (keyID string, nonce [nonceSize]byte, sensitive bool,
 		return "", nonce, false, malformed("header: missing nonce field")
 	}
 	keyID, rest = rest[:end], rest[end:]
-	if !validKeyID(keyID) {
+	if !ValidKeyID(keyID) {
 		return "", nonce, false, malformed("header: kid must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen)
 	}
 	rest, ok = strings.CutPrefix(rest, nonceField)
@@ -232,7 +234,7 @@ func parseBlock(pt []byte, out map[string]string) (int, error) {
 			return 0, malformed("sensitive block: entry %d: keys not in strictly ascending order", i)
 		case !utf8.ValidString(k) || !utf8.ValidString(v):
 			return 0, malformed("sensitive block: entry %d: not valid UTF-8", i)
-		case reserved(k):
+		case Reserved(k):
 			return 0, malformed("sensitive block: entry %d: reserved key", i)
 		}
 		if _, dup := out[k]; dup {

@@ -89,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("metadata = %v", out.Metadata)
 	}
 	for k, v := range out.Metadata {
-		if strings.HasPrefix(k, "pubcrypt") && (!validValue(v) || len(v) > MaxManifestLen) {
+		if strings.HasPrefix(k, "pubcrypt") && (!envelope.ValidValue(v) || len(v) > MaxManifestLen) {
 			t.Errorf("%s = %q is not a valid envelope value", k, v)
 		}
 	}

@@ -37,7 +37,7 @@ type received struct {
 // parseReceived reads the three reserved entries. Nothing is authenticated yet.
 func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	for k := range md {
-		if strings.HasPrefix(k, reservedPrefix) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
+		if envelope.Reserved(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
 			return nil, malformed("unknown reserved metadata key %.64q", k)
 		}
 	}
@@ -57,7 +57,7 @@ func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	if r.kid, r.seq0, err = parseHeader(r.header); err != nil {
 		return nil, err
 	}
-	if !validValue(r.dek) {
+	if !envelope.ValidValue(r.dek) {
 		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", envelope.DEKKey, envelope.MaxValueLen)
 	}
 	if r.m, err = parseManifest(manifestText, rc); err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -103,7 +102,7 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 		default:
 			continue
 		}
-		if !validKeyName(*key) {
+		if !envelope.ValidKeyID(*key) {
 			return nil, fmt.Errorf("%w: rule %q: no valid %s key configured (1-%d characters from [A-Za-z0-9._-])", ErrPolicy, r.Path, r.Mode, maxKeyNameLen)
 		}
 		if s.fk == nil {
@@ -211,7 +210,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fields: message %d: data key: %w", i, err)
 		}
-		if !validKeyName(key.KeyID) || !validValue(key.Wrapped) {
+		if !envelope.ValidKeyID(key.KeyID) || !envelope.ValidValue(key.Wrapped) {
 			return nil, fmt.Errorf("fields: message %d: %w: data key ID or wrapped key does not fit the envelope", i, envelope.ErrInvalidInput)
 		}
 		p.key, p.seq0 = key, seq0
@@ -246,7 +245,7 @@ func samePolicy(a, b Policy) bool {
 func prepare(in *Input, c *compiled) (*sealPlan, error) {
 	for k, v := range in.Metadata {
 		switch {
-		case strings.HasPrefix(k, reservedPrefix):
+		case envelope.Reserved(k):
 			return nil, fmt.Errorf("%w: metadata key %.64q is reserved (prefix %q)", envelope.ErrInvalidInput, k, reservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, fmt.Errorf("%w: metadata key %.64q is not valid UTF-8", envelope.ErrInvalidInput, k)

@@ -72,7 +72,7 @@ func parseHeader(h string) (keyID string, seq0 uint64, err error) {
 		return "", 0, malformed("header: want %q", headerPrefix)
 	}
 	keyID, text, ok := strings.Cut(rest, nonceField)
-	if !ok || !validKeyName(keyID) {
+	if !ok || !envelope.ValidKeyID(keyID) {
 		return "", 0, malformed("header: kid must be 1-%d characters from [A-Za-z0-9._-]", maxKeyNameLen)
 	}
 	if len(text) != nonceTextLen {
@@ -89,33 +89,6 @@ func parseHeader(h string) (keyID string, seq0 uint64, err error) {
 		return "", 0, malformed("header: nonce must start with 4 zero bytes")
 	}
 	return keyID, binary.BigEndian.Uint64(nonce[4:]), nil
-}
-
-// validKeyName reports whether a key name (data key ID or Vault key) may appear in the
-// envelope: 1-128 characters from [A-Za-z0-9._-].
-func validKeyName(s string) bool {
-	if len(s) == 0 || len(s) > maxKeyNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !nameChar(c) && c != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-// validValue reports whether v fits an envelope entry: 1 to 1024 bytes of printable ASCII.
-func validValue(v string) bool {
-	if len(v) == 0 || len(v) > envelope.MaxValueLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] < 0x20 || v[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // manifest is the parsed "pubcrypt-fields" entry.
@@ -211,13 +184,13 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 		copy(m.id[:], raw)
 	}
 	if v, ok := next("tk"); ok {
-		if !validKeyName(v) {
+		if !envelope.ValidKeyID(v) {
 			return nil, badManifest("tk= is not a valid key name")
 		}
 		m.transit = v
 	}
 	if v, ok := next("dk"); ok {
-		if !validKeyName(v) {
+		if !envelope.ValidKeyID(v) {
 			return nil, badManifest("dk= is not a valid key name")
 		}
 		m.det = v
@@ -225,7 +198,7 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 	if v, ok := next("fk"); ok {
 		name, ver, _ := strings.Cut(v, "@")
 		n, err := strconv.Atoi(ver)
-		if !validKeyName(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
+		if !envelope.ValidKeyID(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
 			return nil, badManifest("fk= must be key@version")
 		}
 		m.fpe, m.fpeVersion = name, n

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
 )
 
 // The pieces of the file format (docs/FILES.md).
@@ -58,38 +60,6 @@ const (
 	// metadata entries, keys and values (a PartitionKey entry included).
 	MaxOverhead = 2048
 )
-
-// reserved reports whether key is in the namespace pubcrypt keeps for its formats.
-func reserved(key string) bool { return strings.HasPrefix(key, reservedPrefix) }
-
-func validKeyID(id string) bool {
-	if len(id) == 0 || len(id) > maxKeyIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validWrapped reports whether w fits a metadata value on every broker pubcrypt targets.
-func validWrapped(w string) bool {
-	if len(w) == 0 || len(w) > maxValueLen {
-		return false
-	}
-	for i := 0; i < len(w); i++ {
-		if w[i] < 0x20 || w[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
 
 // transferID is the 16 random bytes that name one transfer.
 type transferID [idSize]byte
@@ -157,7 +127,7 @@ func parseRef(v string) (ref chunkRef, idOK bool, err error) {
 		return ref, true, malformed("%s value: final flag must be 0 or 1", ChunkKey)
 	}
 	ref.kid, ok = strings.CutPrefix(rest[1:], kidField)
-	if !ok || !validKeyID(ref.kid) {
+	if !ok || !envelope.ValidKeyID(ref.kid) {
 		return ref, true, malformed("%s value: want %q and 1-%d characters from [A-Za-z0-9._-] after the final flag", ChunkKey, kidField, maxKeyIDLen)
 	}
 	return ref, true, nil

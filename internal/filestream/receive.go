@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -216,12 +217,12 @@ func parseMessage(md map[string]string) (ref chunkRef, wrapped string, idOK bool
 		return ref, "", idOK, err
 	}
 	for k := range md {
-		if reserved(k) && k != ChunkKey && k != DEKKey {
+		if envelope.Reserved(k) && k != ChunkKey && k != DEKKey {
 			return ref, "", true, fmt.Errorf("%w %.64q", errReservedKey, k)
 		}
 	}
 	wrapped, ok = md[DEKKey]
-	if !ok || !validWrapped(wrapped) {
+	if !ok || !envelope.ValidValue(wrapped) {
 		return ref, "", true, errDEK
 	}
 	return ref, wrapped, true, nil
