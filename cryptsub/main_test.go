@@ -77,34 +77,19 @@ func newKafka(t *testing.T, topics ...string) *devkafka.Broker {
 // no decryption.
 func readRaw(t *testing.T, b *devkafka.Broker, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rs, err := b.ReadRaw(ctx, topic, n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %d of %d raw records from %s before timeout", len(out), n, topic)
-		}
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	return out
+	return rs
 }
 
 // produceRaw writes records straight to the broker, bypassing pubcrypt (to tamper).
 func produceRaw(t *testing.T, b *devkafka.Broker, rs ...*kgo.Record) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.ProduceSync(context.Background(), rs...).FirstErr(); err != nil {
+	if err := b.ProduceRaw(context.Background(), rs...); err != nil {
 		t.Fatal(err)
 	}
 }

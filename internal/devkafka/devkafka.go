@@ -4,10 +4,12 @@
 package devkafka
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Options configure the broker. The zero value is one broker on a random loopback port.
@@ -60,3 +62,33 @@ func (b *Broker) Cluster() *kfake.Cluster { return b.cluster }
 
 // Close stops the broker.
 func (b *Broker) Close() { b.cluster.Close() }
+
+// ReadRaw reads the first n records of topic the way an outside admin would: a plain
+// Kafka client, no decryption. It fails if n records are not there before ctx ends.
+func (b *Broker) ReadRaw(ctx context.Context, topic string, n int) ([]*kgo.Record, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return out, fmt.Errorf("devkafka: read %d of %d records from %s: %w", len(out), n, topic, err)
+		}
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out, nil
+}
+
+// ProduceRaw writes records straight to the broker, bypassing pubcrypt (to tamper).
+func (b *Broker) ProduceRaw(ctx context.Context, rs ...*kgo.Record) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.Addrs...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return cl.ProduceSync(ctx, rs...).FirstErr()
+}
