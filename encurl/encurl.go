@@ -13,7 +13,8 @@
 // gocloud driver opens the inner URL (the same URL without "enc+" and without the
 // parameters below; kafka:// gets pubcrypt's Kafka opener, with TLS/SASL from the
 // environment) and wraps it in a crypttopic.Topic or cryptsub.Subscription. The inner
-// driver must be linked into the program as usual (kafka and mem are).
+// driver must be linked into the program as usual (kafka and mem are; pubcrypt's CLI
+// links every driver gocloud ships).
 //
 // Two ways to the same thing:
 //
@@ -54,8 +55,10 @@
 // dlq= it is acked and dropped, logged at Warn (message ID and reason, never content) and
 // counted (see SubscriptionCounts). If the key service is unreachable and the inner
 // subscription supports Nack, the message is nacked for redelivery instead and receiving
-// backs off (100ms doubling to 30s); Kafka has no Nack, so there such a message is
-// dead-lettered (or dropped) like the others, its reason saying "key service unavailable".
+// backs off (100ms doubling to 30s); Kafka has no Nack, so there such a message is held
+// and decrypted again with the same backoff until the key service answers (or the
+// subscription closes, leaving it unacked for redelivery): it is never dead-lettered or
+// dropped for an outage.
 // A dead-letter send that fails is retried with the same backoff, and nothing else is
 // delivered meanwhile: a message is acked only once the dead-letter topic has it.
 //
