@@ -41,6 +41,11 @@ const (
 	// separators and length kept, optionally the first 6 / last 4 digits and a Luhn-valid
 	// result. Deterministic; the key is derived inside Vault and versioned.
 	FPE = fields.FPE
+	// Transform: Vault Enterprise's Transform engine encodes the string with the rule's
+	// role ("card_number=transform(payments/card-fpe)"); the role travels in the manifest.
+	// Open-source Vault has no Transform engine: sends fail with
+	// keyring.ErrTransformNotAvailable; use FPE there.
+	Transform = fields.Transform
 )
 
 // ProtectKey is the metadata key of a per-message policy: a message whose metadata holds

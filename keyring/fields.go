@@ -33,3 +33,13 @@ type FieldKeyring interface {
 	// service no longer allows for decryption is refused with ErrVersionTooOld.
 	FPEKey(ctx context.Context, key string, version int) ([]byte, int, error)
 }
+
+// Transformer is implemented by a FieldKeyring that can also reach Vault Enterprise's
+// Transform engine (*Vault does); field mode transform needs it. Both methods send the
+// values to the role's encode or decode endpoint in one batch_input request, each item
+// with the named transformation ("" lets Vault pick the role's only one), and return one
+// result per value. A server without the engine fails with ErrTransformNotAvailable.
+type Transformer interface {
+	TransformEncode(ctx context.Context, role, transformation string, values []string) ([]string, error)
+	TransformDecode(ctx context.Context, role, transformation string, values []string) ([]string, error)
+}

@@ -138,7 +138,13 @@ func (t *Transform) DecodeBatch(ctx context.Context, values []string, tweaks [][
 }
 
 func (t *Transform) batch(ctx context.Context, op string, values []string, tweaks [][]byte) ([]string, error) {
-	role := t.v.key
+	return transformBatch(ctx, t.v, op, t.transformation, values, tweaks)
+}
+
+// transformBatch sends one encode or decode batch_input request to v's mount for the role
+// v.key, with the named transformation ("" for the role's only one) on every item.
+func transformBatch(ctx context.Context, v *Vault, op, transformation string, values []string, tweaks [][]byte) ([]string, error) {
+	role := v.key
 	if len(values) == 0 {
 		return nil, nil
 	}
@@ -148,8 +154,8 @@ func (t *Transform) batch(ctx context.Context, op string, values []string, tweak
 	in := make([]map[string]string, len(values))
 	for i, val := range values {
 		m := map[string]string{"value": val}
-		if t.transformation != "" {
-			m["transformation"] = t.transformation
+		if transformation != "" {
+			m["transformation"] = transformation
 		}
 		if tweaks != nil && tweaks[i] != nil {
 			if len(tweaks[i]) != 7 {
@@ -159,15 +165,15 @@ func (t *Transform) batch(ctx context.Context, op string, values []string, tweak
 		}
 		in[i] = m
 	}
-	results, err := t.v.batch(ctx, op, role, op+"/"+role, in)
+	results, err := v.batch(ctx, op, role, op+"/"+role, in)
 	if err != nil {
-		return nil, t.notAvailable(err)
+		return nil, transformNotAvailable(err)
 	}
 	out := make([]string, len(values))
 	var errs []error
 	for i, r := range results {
 		if r.Error != "" {
-			ve := &VaultError{StatusCode: r.status, Errors: t.v.scrub(cleanVaultError(r.Error), values[i])}
+			ve := &VaultError{StatusCode: r.status, Errors: v.scrub(cleanVaultError(r.Error), values[i])}
 			errs = append(errs, &Error{Op: fmt.Sprintf("%s item %d", op, i), KeyID: role, Kind: ErrInvalidInput, Err: ve})
 			continue
 		}
@@ -182,7 +188,9 @@ func (t *Transform) batch(ctx context.Context, op string, values []string, tweak
 
 // notAvailable turns the answers of a Vault without the transform engine into
 // ErrTransformNotAvailable.
-func (t *Transform) notAvailable(err error) error {
+func (t *Transform) notAvailable(err error) error { return transformNotAvailable(err) }
+
+func transformNotAvailable(err error) error {
 	var e *Error
 	var ve *VaultError
 	if !errors.As(err, &e) || !errors.As(err, &ve) {

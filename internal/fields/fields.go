@@ -9,13 +9,15 @@
 // no configuration: a metadata entry, the manifest, says which paths are protected, how,
 // and under which keys, and Open restores them.
 //
-// Four modes trade cost against what stays visible. Transit sends the value to Vault
+// Five modes trade cost against what stays visible. Transit sends the value to Vault
 // (randomized, bound to the message and the field's position); Envelope encrypts it
 // locally under the message's data key, with no key-service call per message;
 // Deterministic and FPE give equal outputs for equal inputs under one rule, so values can
 // be joined and counted without decrypting them, and FPE keeps the value a string of
-// digits of the same shape. The key-service calls are batched: one per Vault key for a
-// whole batch of messages on the send side, one per key per message on the receive side.
+// digits of the same shape. Transform hands the string to a role of Vault Enterprise's
+// Transform engine (named in the rule and the manifest) and keeps what it returns. The
+// key-service calls are batched: one per Vault key (or Transform role) for a whole batch
+// of messages on the send side, one per key per message on the receive side.
 //
 // Field encryption alone would leave the rest of the message open to silent change, and
 // FPE is not authenticated at all. So every message also carries a MAC (AES-256-GCM with

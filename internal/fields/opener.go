@@ -1,6 +1,7 @@
 package fields
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -121,6 +122,7 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 	repl := make([][]byte, len(ms))
 	var transit, det []keyring.TransitItem
 	var transitRefs, detRefs []int
+	var transforms transformBatches
 	var env uint64
 	for k, mt := range ms {
 		rule := c.rules[mt.rule]
@@ -165,6 +167,8 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 				return fail(malformed("field %q: %w", mt.path, err))
 			}
 			repl[k] = quoted(pt)
+		case Transform:
+			transforms.add(rule, s, itemRef{match: k})
 		}
 	}
 	var calls []func() error
@@ -173,6 +177,9 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 	}
 	if len(det) > 0 {
 		calls = append(calls, func() error { return o.decrypt(ctx, r.m.det, det, detRefs, ms, repl) })
+	}
+	for _, b := range transforms.list {
+		calls = append(calls, func() error { return o.decode(ctx, b, ms, repl) })
 	}
 	if err := concurrently(calls...); err != nil {
 		return fail(err)
@@ -188,6 +195,39 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 		out[k] = md[k]
 	}
 	return splice(body, ms, repl), out, nil
+}
+
+// decode sends the values of one Transform role and transformation in one call and
+// writes the decoded values, as JSON strings, into repl.
+func (o *Opener) decode(ctx context.Context, b *transformBatch, ms []match, repl [][]byte) error {
+	tr, ok := o.fk.(keyring.Transformer)
+	if !ok {
+		return fmt.Errorf("decode with transform role %q: Opener has no key service that implements keyring.Transformer", b.role)
+	}
+	out, err := tr.TransformDecode(ctx, b.role, b.transformation, b.values)
+	if err != nil {
+		return fmt.Errorf("decode %d fields with transform role %q: %w", len(b.values), b.role, err)
+	}
+	if len(out) != len(b.values) {
+		return fmt.Errorf("decode %d fields with transform role %q: key service returned %d values", len(b.values), b.role, len(out))
+	}
+	for j, v := range out {
+		repl[b.refs[j].match] = jsonQuote(v)
+	}
+	return nil
+}
+
+// jsonQuote returns s as a JSON string: as is between quotes when it needs no escapes,
+// else escaped as encoding/json does, without its HTML escapes.
+func jsonQuote(s string) []byte {
+	if plainString(s) {
+		return quoted(s)
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // decrypt sends the items of one Vault key in one call and writes the plaintexts into

@@ -3,6 +3,8 @@ package fields
 import (
 	"fmt"
 	"strings"
+
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
 )
 
 // Mode is how one field is protected.
@@ -22,6 +24,11 @@ const (
 	// FPE enciphers a string of digits into digits of the same shape (FF1); also
 	// deterministic.
 	FPE
+	// Transform encodes a string with a role of Vault Enterprise's Transform engine
+	// (format-preserving encryption, masking, tokenization, as the role's transformation
+	// says); the replacement is the string Vault returns. The key service must implement
+	// keyring.Transformer.
+	Transform
 )
 
 // String returns the mode's name in the policy grammar.
@@ -35,6 +42,8 @@ func (m Mode) String() string {
 		return "deterministic"
 	case FPE:
 		return "fpe"
+	case Transform:
+		return "transform"
 	}
 	return fmt.Sprintf("Mode(%d)", byte(m))
 }
@@ -50,12 +59,14 @@ func (m Mode) code() byte {
 		return 'd'
 	case FPE:
 		return 'f'
+	case Transform:
+		return 'x'
 	}
 	return 0
 }
 
 func modeOf(name string) (Mode, bool) {
-	for m := Transit; m <= FPE; m++ {
+	for m := Transit; m <= Transform; m++ {
 		if m.String() == name {
 			return m, true
 		}
@@ -75,13 +86,20 @@ type Rule struct {
 	// Any of them makes FPE use the card construction (fpe.EncryptCard); none, the plain
 	// digit one (fpe.EncryptDigits).
 	KeepBIN, KeepLast4, Luhn bool
+	// Role and Transformation name the Vault Transform role of a Transform rule (required)
+	// and its transformation (empty: the role's only one); [A-Za-z0-9._-], 1-128 bytes.
+	Role, Transformation string
 }
 
 func (r Rule) card() bool { return r.KeepBIN || r.KeepLast4 || r.Luhn }
 
-// String returns the rule in the policy grammar: "card_number=fpe(bin,luhn)".
+// String returns the rule in the policy grammar: "card_number=fpe(bin,luhn)",
+// "ssn=transform(pii/ssn-fpe)".
 func (r Rule) String() string {
 	s := r.Path + "=" + r.Mode.String()
+	if r.Mode == Transform {
+		return s + "(" + r.transformSpec() + ")"
+	}
 	if r.card() {
 		var opts []string
 		if r.KeepBIN {
@@ -98,8 +116,20 @@ func (r Rule) String() string {
 	return s
 }
 
-// code is the rule's mode and options in the manifest: "t", "e", "d", "f", "fbc", ...
+// transformSpec is ROLE or ROLE/TRANSFORMATION.
+func (r Rule) transformSpec() string {
+	if r.Transformation != "" {
+		return r.Role + "/" + r.Transformation
+	}
+	return r.Role
+}
+
+// code is the rule's mode and options in the manifest: "t", "e", "d", "f", "fbc", ...,
+// "x(ROLE)", "x(ROLE/TRANSFORMATION)".
 func (r Rule) code() string {
+	if r.Mode == Transform {
+		return "x(" + r.transformSpec() + ")"
+	}
 	b := []byte{r.Mode.code()}
 	if r.KeepBIN {
 		b = append(b, 'b')
@@ -138,8 +168,10 @@ func (p Policy) Validate() error {
 //	name=transit, card_number=fpe(bin,luhn), items[].sku=envelope
 //
 // Rules are separated by commas; each is path=mode, mode one of transit, envelope,
-// deterministic, fpe, and fpe may take options in parentheses: bin, last4, luhn. Spaces
-// and tabs around the parts are ignored. The empty string is the empty policy.
+// deterministic, fpe, transform; fpe may take options in parentheses: bin, last4, luhn;
+// transform needs the Vault Transform role, and optionally its transformation, in
+// parentheses: transform(ROLE) or transform(ROLE/TRANSFORMATION). Spaces and tabs
+// around the parts are ignored. The empty string is the empty policy.
 // docs/FIELDS.md gives the grammar.
 func ParsePolicy(s string) (Policy, error) {
 	if strings.TrimSpace(s) == "" {
@@ -195,9 +227,21 @@ func parseRule(text string) (Rule, error) {
 	name = strings.Trim(name, blanks)
 	m, ok := modeOf(name)
 	if !ok {
-		return Rule{}, fmt.Errorf("path %q: unknown mode %q (want transit, envelope, deterministic or fpe)", r.Path, name)
+		return Rule{}, fmt.Errorf("path %q: unknown mode %q (want transit, envelope, deterministic, fpe or transform)", r.Path, name)
 	}
 	r.Mode = m
+	if m == Transform {
+		body, ok := strings.CutSuffix(opts, ")")
+		if !hasOpts || !ok || strings.ContainsAny(body, "()") {
+			return Rule{}, fmt.Errorf("path %q: want transform(ROLE) or transform(ROLE/TRANSFORMATION)", r.Path)
+		}
+		role, tr, hasTr := strings.Cut(body, "/")
+		r.Role, r.Transformation = strings.Trim(role, blanks), strings.Trim(tr, blanks)
+		if r.Role == "" || hasTr && r.Transformation == "" {
+			return Rule{}, fmt.Errorf("path %q: want transform(ROLE) or transform(ROLE/TRANSFORMATION)", r.Path)
+		}
+		return r, nil
+	}
 	if hasOpts {
 		if m != FPE {
 			return Rule{}, fmt.Errorf("path %q: mode %s takes no options", r.Path, m)
@@ -336,11 +380,23 @@ func compile(p Policy) (*compiled, error) {
 }
 
 func checkRule(r Rule) error {
-	if r.Mode < Transit || r.Mode > FPE {
+	if r.Mode < Transit || r.Mode > Transform {
 		return fmt.Errorf("path %q: invalid mode %d", r.Path, byte(r.Mode))
 	}
 	if r.card() && r.Mode != FPE {
 		return fmt.Errorf("path %q: bin, last4 and luhn apply to fpe only", r.Path)
+	}
+	if r.Mode != Transform {
+		if r.Role != "" || r.Transformation != "" {
+			return fmt.Errorf("path %q: a role and transformation apply to transform only", r.Path)
+		}
+		return nil
+	}
+	if !envelope.ValidKeyID(r.Role) {
+		return fmt.Errorf("path %q: transform role must be 1-%d characters from [A-Za-z0-9._-]", r.Path, maxKeyNameLen)
+	}
+	if r.Transformation != "" && !envelope.ValidKeyID(r.Transformation) {
+		return fmt.Errorf("path %q: transformation must be 1-%d characters from [A-Za-z0-9._-]", r.Path, maxKeyNameLen)
 	}
 	return nil
 }

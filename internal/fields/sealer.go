@@ -99,6 +99,12 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 			key, field = &s.keys.Deterministic, &worst.det
 		case FPE:
 			key, field = &s.keys.FPE, &worst.fpe
+		case Transform:
+			// The role travels in the rule's manifest token; no key name to configure.
+			if _, ok := s.fk.(keyring.Transformer); !ok {
+				return nil, fmt.Errorf("%w: rule %q: mode transform needs a key service that implements keyring.Transformer (keyring.Vault does)", ErrPolicy, r.Path)
+			}
+			continue
 		default:
 			continue
 		}
@@ -128,8 +134,38 @@ type sealPlan struct {
 	seq0    uint64
 }
 
-// itemRef points a Transit item back at its message and match.
+// itemRef points a Transit or Transform item back at its message and match.
 type itemRef struct{ msg, match int }
+
+// transformBatch is the values of one Vault Transform role and transformation: one
+// encode or decode call.
+type transformBatch struct {
+	role, transformation string
+	values               []string
+	refs                 []itemRef
+}
+
+// transformBatches groups Transform values by role and transformation, in order of
+// first use.
+type transformBatches struct {
+	list  []*transformBatch
+	index map[[2]string]*transformBatch
+}
+
+func (tb *transformBatches) add(r Rule, value string, ref itemRef) {
+	k := [2]string{r.Role, r.Transformation}
+	b := tb.index[k]
+	if b == nil {
+		if tb.index == nil {
+			tb.index = make(map[[2]string]*transformBatch)
+		}
+		b = &transformBatch{role: r.Role, transformation: r.Transformation}
+		tb.index[k] = b
+		tb.list = append(tb.list, b)
+	}
+	b.values = append(b.values, value)
+	b.refs = append(b.refs, ref)
+}
 
 // Protect protects every message of a batch: it replaces the values each message's
 // policy selects, adds the envelope entries and the manifest, and MACs the result. The
@@ -176,6 +212,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 
 	var transit, det []keyring.TransitItem
 	var transitRefs, detRefs []itemRef
+	var transforms transformBatches
 	for i, p := range plans {
 		if _, err := io.ReadFull(s.rand, p.m.id[:]); err != nil {
 			return nil, fmt.Errorf("fields: message ID: %w", err)
@@ -201,6 +238,12 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 					return nil, fmt.Errorf("fields: message %d: %w", i, err)
 				}
 				p.repl[k] = out
+			case Transform:
+				v, err := jsonString(raw)
+				if err != nil {
+					return nil, fmt.Errorf("fields: message %d: %w: field %q: transform needs a JSON string", i, ErrFieldType, mt.path)
+				}
+				transforms.add(r, v, itemRef{i, k})
 			case Envelope:
 				p.env = append(p.env, k)
 				sizes = append(sizes, len(raw))
@@ -222,6 +265,9 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	}
 	if len(det) > 0 {
 		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Deterministic, det, detRefs, plans) })
+	}
+	for _, b := range transforms.list {
+		calls = append(calls, func() error { return s.encode(ctx, b, plans) })
 	}
 	if err := concurrently(calls...); err != nil {
 		return nil, err
@@ -272,6 +318,8 @@ func prepare(in *Input, c *compiled) (*sealPlan, error) {
 		// Checked here, before any key-service call; the digits are checked by FF1.
 		if r := c.rules[mt.rule]; r.Mode == FPE && in.Body[mt.start] != '"' {
 			return nil, fmt.Errorf("%w: field %q: fpe needs a JSON string of digits and separators (%q)", ErrFieldType, mt.path, fpe.Separators)
+		} else if r.Mode == Transform && in.Body[mt.start] != '"' {
+			return nil, fmt.Errorf("%w: field %q: transform needs a JSON string", ErrFieldType, mt.path)
 		}
 	}
 	for i, r := range c.rules {
@@ -300,6 +348,31 @@ func (s *Sealer) encrypt(ctx context.Context, key string, items []keyring.Transi
 			return fmt.Errorf("fields: message %d: field %q: key service returned a ciphertext that is not vault:... in printable ASCII", ref.msg, path)
 		}
 		p.repl[ref.match] = quoted(it.Ciphertext)
+	}
+	return nil
+}
+
+// encode sends the values of one Transform role and transformation in one call and writes
+// the encoded values into the plans.
+func (s *Sealer) encode(ctx context.Context, b *transformBatch, plans []*sealPlan) error {
+	tr, ok := s.fk.(keyring.Transformer)
+	if !ok {
+		return fmt.Errorf("fields: %w: mode transform needs a key service that implements keyring.Transformer", ErrPolicy)
+	}
+	out, err := tr.TransformEncode(ctx, b.role, b.transformation, b.values)
+	if err != nil {
+		return fmt.Errorf("fields: transform %d fields with role %q: %w", len(b.values), b.role, err)
+	}
+	if len(out) != len(b.values) {
+		return fmt.Errorf("fields: transform %d fields with role %q: key service returned %d values", len(b.values), b.role, len(out))
+	}
+	for j, v := range out {
+		ref := b.refs[j]
+		p := plans[ref.msg]
+		if !plainString(v) {
+			return fmt.Errorf("fields: message %d: field %q: %w: transform role %q returned a value that is not printable ASCII without '\"' or '\\'", ref.msg, p.matches[ref.match].path, ErrFieldType, b.role)
+		}
+		p.repl[ref.match] = quoted(v)
 	}
 	return nil
 }

@@ -126,8 +126,8 @@ func (w *tagWalker) structFields(t reflect.Type, prefix string) error {
 		if err != nil {
 			return fmt.Errorf("field %s: %w", f.Name, err)
 		}
-		if r.Mode == FPE && !encodesAsString(f.Type) {
-			return fmt.Errorf("field %s: fpe needs a field that encodes as a JSON string, not %v", f.Name, f.Type)
+		if (r.Mode == FPE || r.Mode == Transform) && !encodesAsString(f.Type) {
+			return fmt.Errorf("field %s: %s needs a field that encodes as a JSON string, not %v", f.Name, r.Mode, f.Type)
 		}
 		w.p = append(w.p, r)
 	}

@@ -281,6 +281,16 @@ func parseRuleCode(text string) (Rule, error) {
 		return Rule{}, badManifest("rule must be path:mode")
 	}
 	r := Rule{Path: path}
+	if spec, ok := strings.CutPrefix(code, "x("); ok {
+		// x(ROLE) or x(ROLE/TRANSFORMATION): the names are checked by compile.
+		spec, ok = strings.CutSuffix(spec, ")")
+		role, tr, hasTr := strings.Cut(spec, "/")
+		if !ok || role == "" || hasTr && tr == "" {
+			return Rule{}, badManifest("rule %q: want x(role) or x(role/transformation)", path)
+		}
+		r.Mode, r.Role, r.Transformation = Transform, role, tr
+		return r, nil
+	}
 	switch code[0] {
 	case 't':
 		r.Mode = Transit
