@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/devbrokers"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 	"github.com/pubcrypt/pubcrypt/internal/purchase"
@@ -42,6 +43,70 @@ var storyBrokers = []struct {
 			encPeekSub: "kafka://pubcrypt-admin?topic=" + topicEncrypted + "&offset=oldest",
 			largeTopic: "kafka://" + topicLarge, largeSub: "kafka://pubcrypt-files?topic=" + topicLarge + "&offset=oldest",
 		}
+	}},
+	{"gcppubsub-emulator", func(t *testing.T) storyURLs {
+		ctx := context.Background()
+		emu, err := devbrokers.StartPubSubEmulator(ctx)
+		if err != nil {
+			t.Fatalf("Pub/Sub emulator: %v", err)
+		}
+		t.Cleanup(emu.Stop)
+		t.Setenv("PUBSUB_EMULATOR_HOST", emu.HostPort)
+		const project = "pubcrypt-demo"
+		subs := map[string][]string{topicPlain: {"encryptor"}, topicEncrypted: {"consumer", "admin"}, topicLarge: {"files"}}
+		for topic, names := range subs {
+			if err := emu.CreateTopic(ctx, project, topic); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range names {
+				// A message handed to a pull that was still open when the previous command
+				// stopped comes back after the ack deadline: keep it short so the story
+				// does not wait a minute for it.
+				if err := emu.CreateSubscription(ctx, project, n, topic, 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		top := func(n string) string { return "gcppubsub://projects/" + project + "/topics/" + n }
+		sub := func(n string) string { return "gcppubsub://projects/" + project + "/subscriptions/" + n }
+		return storyURLs{plainTopic: top(topicPlain), plainSub: sub("encryptor"),
+			encTopic: top(topicEncrypted), encSub: sub("consumer"), encPeekSub: sub("admin"),
+			largeTopic: top(topicLarge), largeSub: sub("files")}
+	}},
+	{"awssqs-sns-fauxqs", func(t *testing.T) storyURLs {
+		ctx := context.Background()
+		t.Setenv("AWS_ACCESS_KEY_ID", "test")
+		t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+		t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+		f, err := devbrokers.StartFauxqs(ctx)
+		if err != nil {
+			t.Fatalf("fauxqs: %v", err)
+		}
+		t.Cleanup(f.Stop)
+		queue := func(name string) (string, string) {
+			u, arn, err := f.CreateQueue(ctx, name, 30*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return u, arn
+		}
+		plainQ, _ := queue(topicPlain)
+		largeQ, _ := queue(topicLarge)
+		// The encrypted topic fans out through SNS to the consumer's and the admin's queues.
+		encARN, err := f.CreateTopic(ctx, topicEncrypted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		consumerQ, consumerARN := queue("consumer")
+		adminQ, adminARN := queue("admin")
+		for _, arn := range []string{consumerARN, adminARN} {
+			if err := f.SubscribeQueue(ctx, encARN, arn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return storyURLs{plainTopic: f.SQSURL(plainQ), plainSub: f.SQSURL(plainQ),
+			encTopic: f.SNSURL(encARN), encSub: f.SQSURL(consumerQ), encPeekSub: f.SQSURL(adminQ),
+			largeTopic: f.SQSURL(largeQ), largeSub: f.SQSURL(largeQ)}
 	}},
 }
 
@@ -76,10 +141,10 @@ func TestSeedStoryByURL(t *testing.T) {
 			}
 
 			run(runProduce, "--topic", u.plainTopic, "--count", "10", "--seed", "1", "--quiet")
-			run(runEncrypt, "--sub", u.plainSub, "--topic", u.encTopic, "--max", "10", "--idle", "20s")
+			run(runEncrypt, "--sub", u.plainSub, "--topic", u.encTopic, "--max", "10", "--idle", "30s")
 			run(runRotate, "--key", demoKey, "--key", demoFPEKey)
 			run(runProduce, "--topic", u.plainTopic, "--count", "10", "--seed", "2", "--quiet")
-			run(runEncrypt, "--sub", u.plainSub, "--topic", u.encTopic, "--max", "10", "--idle", "20s")
+			run(runEncrypt, "--sub", u.plainSub, "--topic", u.encTopic, "--max", "10", "--idle", "30s")
 
 			peeked := run(runPeek, "--sub", u.encPeekSub, "--max", "20", "--wait", "10s")
 			if !strings.Contains(peeked, "20 message(s)") {
@@ -95,7 +160,7 @@ func TestSeedStoryByURL(t *testing.T) {
 					}
 				}
 			}
-			consumed := run(runConsume, "--sub", u.encSub, "--max", "20", "--idle", "20s")
+			consumed := run(runConsume, "--sub", u.encSub, "--max", "20", "--idle", "30s")
 			v1, v2 := strings.Count(consumed, "[pubcrypt v1]"), strings.Count(consumed, "[pubcrypt v2]")
 			if v1 != 10 || v2 != 10 {
 				t.Fatalf("consumed %d messages of key version 1 and %d of version 2, want 10 and 10:\n%s", v1, v2, consumed)
