@@ -16,6 +16,11 @@
 // several transfers interleaved, and writes each file to a private temporary file in the
 // destination directory that is renamed into place only once the whole file has been
 // verified. Memory stays bounded by a few chunks whatever the file size.
+//
+// A Receiver requires the chunks of a transfer in order (Kafka, per partition) unless
+// ReceiveOptions.Unordered is set (Google Pub/Sub, SQS standard queues): chunks are then
+// accepted in any order, redeliveries ignored, and at most ReceiveOptions.MaxBuffered data
+// chunks that arrive before their transfer's chunk 0 are held in memory.
 package filestream
 
 import (
@@ -47,6 +52,10 @@ var (
 	// ErrIncomplete: the transfer ended before its final chunk (Close, Expire, or evicted
 	// by MaxOpenTransfers).
 	ErrIncomplete = errors.New("filestream: transfer incomplete")
+	// ErrBufferFull: with ReceiveOptions.Unordered, a data chunk arrived before its
+	// transfer's chunk 0 while ReceiveOptions.MaxBuffered chunks were already held in
+	// memory; the transfer was aborted.
+	ErrBufferFull = errors.New("filestream: too many chunks held before their header")
 	// ErrUnsafeName: the file name is not a plain base name (path separators, "..", control
 	// characters, ...).
 	ErrUnsafeName = errors.New("filestream: unsafe file name")

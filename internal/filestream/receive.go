@@ -1,6 +1,7 @@
 package filestream
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
@@ -9,8 +10,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,6 +40,20 @@ type ReceiveOptions struct {
 	// Preserve applies the sender's permission bits and modification time to the received
 	// file. Without it, a received file has mode 0600 and the time it was written.
 	Preserve bool
+	// Unordered accepts the chunks of a transfer in any order, for brokers that do not
+	// keep order (Google Pub/Sub, SQS standard queues). Each chunk is still authenticated
+	// on arrival; data chunks are written at their offset in the partial file; a
+	// redelivered chunk already received is ignored; the file is installed once chunk 0
+	// and every data chunk have arrived (docs/FILES.md, section 10.2). Without it, the
+	// chunks of a transfer must arrive in order, and a gap, duplicate or reordered chunk
+	// aborts the transfer with ErrOrder.
+	Unordered bool
+	// MaxBuffered bounds, with Unordered, the data chunks the Receiver holds in memory
+	// for transfers whose chunk 0 (which gives the chunk size and file name) has not
+	// arrived yet, all transfers together; 0 means 16. A data chunk beyond the bound
+	// aborts its transfer with ErrBufferFull. Each held chunk takes up to the sender's
+	// chunk size in memory.
+	MaxBuffered int
 }
 
 // Done describes a file that was received completely and renamed into place.
@@ -59,8 +76,8 @@ type Done struct {
 
 // Receiver reassembles files from chunk messages into a destination directory. Chunks of
 // several transfers may interleave; the chunks of one transfer must be passed in the
-// order they were sent. It is safe for concurrent use; calls are serialized except while
-// a data key is being unwrapped.
+// order they were sent, unless ReceiveOptions.Unordered is set. It is safe for
+// concurrent use; calls are serialized except while a data key is being unwrapped.
 type Receiver struct {
 	kr   keyring.Keyring
 	dir  string
@@ -77,6 +94,8 @@ type Receiver struct {
 	seq    uint64
 	buf    []byte // plaintext of the chunk being handled
 	ad     []byte // its associated data
+
+	buffered int // data chunks held in early, all transfers (Unordered)
 }
 
 // maxEnded is how many finished transfers a Receiver remembers, to ignore redelivered
@@ -107,6 +126,20 @@ type transfer struct {
 	file         *os.File
 	tmp          string // name of the partial file in the destination directory
 	last         time.Time
+
+	// started: chunk 0 was accepted, so hdr, chunks, file and tmp are set. Always true
+	// in strict order; with Unordered, a transfer may open with a data chunk.
+	started bool
+	// Unordered only.
+	early map[uint64]earlyChunk // authentic data chunks received before chunk 0
+	seen  []uint64              // data chunks written: bit i-1 for chunk i
+	count uint64                // data chunks written
+}
+
+// earlyChunk is a data chunk held until its transfer's header arrives.
+type earlyChunk struct {
+	final bool
+	pt    []byte
 }
 
 // NewReceiver returns a Receiver that unwraps data keys with kr and writes files into
@@ -118,6 +151,9 @@ func NewReceiver(kr keyring.Keyring, destDir string, opts ReceiveOptions) (*Rece
 	}
 	if opts.MaxOpenTransfers <= 0 {
 		opts.MaxOpenTransfers = 64
+	}
+	if opts.MaxBuffered <= 0 {
+		opts.MaxBuffered = 16
 	}
 	root, err := os.OpenRoot(destDir)
 	if err != nil {
@@ -145,6 +181,10 @@ func NewReceiver(kr keyring.Keyring, destDir string, opts ReceiveOptions) (*Rece
 // arrives again, which starts it over (a consumer that re-reads a topic from an earlier
 // offset thus completes the file). A key service failure on chunk 0 leaves the transfer
 // not started, so the same message may be tried again.
+//
+// With ReceiveOptions.Unordered, chunks of a transfer may come in any order: a chunk
+// already received (a redelivery) is ignored and Handle returns nil, nil; the *Done comes
+// with whichever chunk completes the file, chunk 0 included.
 func (r *Receiver) Handle(ctx context.Context, body []byte, md map[string]string) (*Done, error) {
 	ref, wrapped, idOK, err := parseMessage(md)
 	if err != nil {
@@ -173,6 +213,9 @@ func (r *Receiver) Handle(ctx context.Context, body []byte, md map[string]string
 	}
 	t := r.open[ref.id]
 	if ref.index > 0 {
+		if r.opts.Unordered {
+			return r.unorderedData(ctx, t, ref, wrapped, body)
+		}
 		if t == nil {
 			return nil, r.notOpen(ref)
 		}
@@ -202,7 +245,7 @@ func (r *Receiver) Handle(ctx context.Context, body []byte, md map[string]string
 		}
 		t = r.open[ref.id] // another call may have started it meanwhile
 	}
-	return nil, r.start(ctx, t, ref, wrapped, aead, body)
+	return r.start(ctx, t, ref, wrapped, aead, body)
 }
 
 // parseMessage reads the format's metadata entries. idOK reports whether ref.id is set,
@@ -265,27 +308,41 @@ func (r *Receiver) decrypt(aead cipher.AEAD, id transferID, ref chunkRef, wrappe
 }
 
 // start handles an authentic-looking chunk 0 of transfer ref.id; t is the transfer in
-// progress under that ID, if any.
-func (r *Receiver) start(ctx context.Context, t *transfer, ref chunkRef, wrapped string, aead cipher.AEAD, body []byte) error {
+// progress under that ID, if any. With Unordered it returns a *Done when the data chunks
+// had all arrived before chunk 0.
+func (r *Receiver) start(ctx context.Context, t *transfer, ref chunkRef, wrapped string, aead cipher.AEAD, body []byte) (*Done, error) {
 	pt, err := r.decrypt(aead, ref.id, ref, wrapped, body, headerLen)
 	if err != nil {
-		return r.fail(ref.id, 0, err)
+		return nil, r.fail(ref.id, 0, err)
 	}
 	if ref.final {
-		return r.fail(ref.id, 0, malformed("chunk 0 has the final flag"))
+		return nil, r.fail(ref.id, 0, malformed("chunk 0 has the final flag"))
+	}
+	if r.opts.Unordered && t != nil && t.started {
+		// A redelivered chunk 0: authentic, so the header is the one already applied.
+		t.last = r.now()
+		return nil, nil
 	}
 	h, err := parseHeader(pt)
 	if err != nil {
-		return r.fail(ref.id, 0, err)
+		return nil, r.fail(ref.id, 0, err)
 	}
 	if err := checkName(h.name); err != nil {
-		return r.fail(ref.id, 0, err)
+		return nil, r.fail(ref.id, 0, err)
 	}
+	var pending *transfer // Unordered: the transfer opened by early data chunks
 	if t != nil {
-		r.log.InfoContext(ctx, "filestream: transfer starts over at chunk 0", "transfer", ref.id.String(), "chunks_received", t.next)
-		r.discard(t)
+		if r.opts.Unordered {
+			pending = t
+		} else {
+			r.log.InfoContext(ctx, "filestream: transfer starts over at chunk 0", "transfer", ref.id.String(), "chunks_received", t.next)
+			r.discard(t)
+		}
 	}
 	named := func(err error) error {
+		if pending != nil {
+			r.discard(pending)
+		}
 		r.remember(ref.id, ending{name: h.name, reason: err})
 		r.log.WarnContext(ctx, "filestream: transfer failed", "transfer", ref.id.String(), "chunk", 0, "error", kindOf(err))
 		return &TransferError{ID: ref.id.String(), Name: h.name, Index: 0, Err: err}
@@ -293,27 +350,168 @@ func (r *Receiver) start(ctx context.Context, t *transfer, ref chunkRef, wrapped
 	// Fail before any data arrives if the file cannot be installed (rename cannot
 	// replace a directory either).
 	if fi, err := r.root.Lstat(h.name); err == nil && (!r.opts.Overwrite || fi.IsDir()) {
-		return named(ErrExists)
+		return nil, named(ErrExists)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return named(err)
+		return nil, named(err)
 	}
-	if len(r.open) >= r.opts.MaxOpenTransfers {
+	chunks := dataChunks(h.size, h.chunkSize)
+	if pending != nil {
+		// Check the held chunks against the header before creating anything.
+		for i, c := range pending.early {
+			if err := checkData(&h, chunks, i, c.final, uint64(len(c.pt))); err != nil {
+				return nil, r.abortNamed(pending, h.name, int64(i), err)
+			}
+		}
+	} else if len(r.open) >= r.opts.MaxOpenTransfers {
 		r.evict(ctx)
 	}
 	f, tmp, err := r.createPartial()
 	if err != nil {
-		return named(err)
+		return nil, named(err)
 	}
-	t = &transfer{
-		id: ref.id, kid: ref.kid, wrapped: wrapped, aead: aead, hdr: h,
-		chunks: dataChunks(h.size, h.chunkSize), next: 1, file: f, tmp: tmp, last: r.now(),
+	t = pending
+	if t == nil {
+		t = &transfer{id: ref.id, kid: ref.kid, wrapped: wrapped, aead: aead}
+		r.open[t.id] = t
+		delete(r.ended, t.id)
 	}
-	r.open[t.id] = t
-	delete(r.ended, t.id)
+	t.hdr, t.chunks, t.next, t.file, t.tmp, t.last, t.started = h, chunks, 1, f, tmp, r.now(), true
+	if r.opts.Unordered {
+		t.seen = make([]uint64, (chunks+63)/64)
+	}
 	if r.opts.Progress != nil {
 		r.opts.Progress(h.name, 0, int64(h.size))
 	}
+	// Write the chunks held for the header, in index order.
+	for _, i := range slices.Sorted(maps.Keys(t.early)) {
+		c := t.early[i]
+		delete(t.early, i)
+		r.buffered--
+		if done, err := r.place(ctx, t, i, c.final, c.pt); done != nil || err != nil {
+			return done, err
+		}
+	}
+	t.early = nil
+	return nil, nil
+}
+
+// abortNamed aborts t, whose header named the file name, with err.
+func (r *Receiver) abortNamed(t *transfer, name string, index int64, err error) error {
+	t.hdr.name = name
+	return r.abort(t, index, err)
+}
+
+// checkData checks an authentic data chunk against the header: its index, final flag
+// and length.
+func checkData(h *fileHeader, chunks, index uint64, final bool, n uint64) error {
+	switch {
+	case index > chunks:
+		return malformed("chunk %d, but the file has %d data chunks", index, chunks)
+	case final != (index == chunks):
+		return malformed("final flag %t, but the file has %d data chunks", final, chunks)
+	case n != h.chunkLen(index, chunks):
+		return malformed("%d bytes, want %d", n, h.chunkLen(index, chunks))
+	}
 	return nil
+}
+
+// unorderedData handles data chunk ref.index > 0 with Unordered; t is the transfer in
+// progress under ref.id, if any. A chunk of a transfer not seen yet opens it, without
+// a header: its data key is unwrapped (once per transfer) and the chunk is held in
+// memory until chunk 0 arrives.
+func (r *Receiver) unorderedData(ctx context.Context, t *transfer, ref chunkRef, wrapped string, body []byte) (*Done, error) {
+	index := int64(ref.index)
+	var aead cipher.AEAD
+	if t == nil {
+		if _, ok := r.ended[ref.id]; ok { // aborted: completed was handled by Handle
+			return nil, r.notOpen(ref)
+		}
+		// The key service may be slow: let other transfers proceed meanwhile.
+		r.mu.Unlock()
+		a, err := unwrap(ctx, r.kr, ref.kid, wrapped)
+		r.mu.Lock()
+		if err != nil {
+			return nil, &TransferError{ID: ref.id.String(), Index: index, Err: err}
+		}
+		if r.closed {
+			return nil, &TransferError{ID: ref.id.String(), Index: index, Err: ErrClosed}
+		}
+		if e, ok := r.ended[ref.id]; ok && e.completed {
+			return nil, &TransferError{ID: ref.id.String(), Name: e.name, Index: index, Err: ErrAlreadyReceived}
+		}
+		if t = r.open[ref.id]; t == nil { // another call may have opened it meanwhile
+			if _, ok := r.ended[ref.id]; ok {
+				return nil, r.notOpen(ref)
+			}
+			aead = a
+		}
+	}
+	maxPlain := uint64(MaxChunkSize)
+	if t != nil {
+		t.last = r.now()
+		if ref.kid != t.kid || wrapped != t.wrapped {
+			return nil, r.abort(t, index, fmt.Errorf("%w: data key differs from the transfer's", ErrAuth))
+		}
+		aead = t.aead
+		if t.started {
+			maxPlain = uint64(t.hdr.chunkSize)
+		}
+	}
+	pt, err := r.decrypt(aead, ref.id, ref, wrapped, body, maxPlain)
+	if err != nil {
+		return nil, r.fail(ref.id, index, err)
+	}
+	if t != nil && t.started {
+		return r.place(ctx, t, ref.index, ref.final, pt)
+	}
+	if t == nil {
+		if len(r.open) >= r.opts.MaxOpenTransfers {
+			r.evict(ctx)
+		}
+		t = &transfer{id: ref.id, kid: ref.kid, wrapped: wrapped, aead: aead, last: r.now()}
+		r.open[t.id] = t
+		delete(r.ended, t.id)
+	}
+	if _, ok := t.early[ref.index]; ok {
+		return nil, nil // redelivered; authentic, so the same bytes
+	}
+	if r.buffered >= r.opts.MaxBuffered {
+		return nil, r.abort(t, index, fmt.Errorf("%w: %d data chunks already held for transfers whose chunk 0 has not arrived (MaxBuffered %d)", ErrBufferFull, r.buffered, r.opts.MaxBuffered))
+	}
+	if t.early == nil {
+		t.early = make(map[uint64]earlyChunk)
+	}
+	t.early[ref.index] = earlyChunk{final: ref.final, pt: bytes.Clone(pt)}
+	r.buffered++
+	return nil, nil
+}
+
+// place writes authentic data chunk index of transfer t, whose header is known, at its
+// offset (Unordered). A chunk already written is ignored.
+func (r *Receiver) place(ctx context.Context, t *transfer, index uint64, final bool, pt []byte) (*Done, error) {
+	if err := checkData(&t.hdr, t.chunks, index, final, uint64(len(pt))); err != nil {
+		return nil, r.abort(t, int64(index), err)
+	}
+	word, bit := (index-1)/64, uint64(1)<<((index-1)%64)
+	if t.seen[word]&bit != 0 {
+		return nil, nil // redelivered; authentic, so the same bytes
+	}
+	if _, err := t.file.WriteAt(pt, int64((index-1)*uint64(t.hdr.chunkSize))); err != nil {
+		return nil, r.abort(t, int64(index), err)
+	}
+	t.seen[word] |= bit
+	t.count++
+	t.got += uint64(len(pt))
+	if r.opts.Progress != nil {
+		r.opts.Progress(t.hdr.name, int64(t.got), int64(t.hdr.size))
+	}
+	if t.count < t.chunks {
+		return nil, nil
+	}
+	if t.got != t.hdr.size { // follows from the checks above; kept as the last word
+		return nil, r.abort(t, int64(index), malformed("received %d bytes, the header says %d", t.got, t.hdr.size))
+	}
+	return r.finish(ctx, t)
 }
 
 // data handles chunk ref.index > 0 of transfer t.
@@ -464,11 +662,17 @@ func (r *Receiver) abort(t *transfer, index int64, err error) error {
 	return &TransferError{ID: t.id.String(), Name: t.hdr.name, Index: index, Err: err}
 }
 
-// discard closes and removes t's partial file and forgets t.
+// discard closes and removes t's partial file, drops the chunks held for it and forgets t.
 func (r *Receiver) discard(t *transfer) {
+	r.buffered -= len(t.early)
+	t.early = nil
 	if t.file != nil {
 		t.file.Close()
 		t.file = nil
+	}
+	if t.tmp == "" { // opened by a data chunk (Unordered): no partial file yet
+		delete(r.open, t.id)
+		return
 	}
 	if err := r.root.Remove(t.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		r.log.Error("filestream: removing a partial file", "transfer", t.id.String(), "file", t.tmp, "error", err)
@@ -544,12 +748,18 @@ func (r *Receiver) Close() error {
 }
 
 func (r *Receiver) incomplete(t *transfer, why string) error {
+	if !t.started {
+		return fmt.Errorf("%w: %s before chunk 0, with %d data chunks held", ErrIncomplete, why, len(t.early))
+	}
+	if r.opts.Unordered {
+		return fmt.Errorf("%w: %s after %d of %d chunks (%d of %d bytes)", ErrIncomplete, why, t.count+1, t.chunks+1, t.got, t.hdr.size)
+	}
 	return fmt.Errorf("%w: %s after %d of %d chunks (%d of %d bytes)", ErrIncomplete, why, t.next, t.chunks+1, t.got, t.hdr.size)
 }
 
 // kindOf names the kind of a transfer failure for log lines.
 func kindOf(err error) string {
-	for _, k := range []error{ErrMalformed, ErrAuth, ErrOrder, ErrUnknownTransfer, ErrAborted, ErrIncomplete, ErrUnsafeName, ErrExists} {
+	for _, k := range []error{ErrMalformed, ErrAuth, ErrOrder, ErrUnknownTransfer, ErrAborted, ErrIncomplete, ErrUnsafeName, ErrExists, ErrBufferFull} {
 		if errors.Is(err, k) {
 			return k.Error()
 		}
