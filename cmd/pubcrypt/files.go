@@ -64,7 +64,7 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer top.Shutdown(context.Background())
+	defer shutdown(top)
 	stats, err := sendFiles(ctx, kr, top, files, *chunk, os.Stderr)
 	for _, s := range stats {
 		fmt.Fprintf(out, "sent %s: %d bytes in %d messages (transfer %s)\n", s.name, s.Size, s.Messages, s.TransferID)
@@ -123,6 +123,7 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	dir := fs.String("dir", "destination", "directory the received files are written to")
 	maxFiles := fs.Int("max-files", 0, "stop after this many files completed or refused (0: no limit)")
 	overwrite := fs.Bool("overwrite", false, "replace an existing file of the same name")
+	ordered := fs.String("ordered", "auto", "chunks must arrive in order: true (a reordered chunk is refused), false (reassembled in any order, for Pub/Sub, SQS), auto (true on Kafka, NATS, RabbitMQ)")
 	var vf vaultFlags
 	vf.register(fs)
 	var sf stopFlags
@@ -131,6 +132,10 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	limitMemory()
+	strict, err := orderedFor(*ordered, *subURL)
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
 		return err
 	}
@@ -142,8 +147,8 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer sub.Shutdown(context.Background())
-	got, failed, err := receiveFiles(ctx, kr, sub, *dir, receiveLimits{files: *maxFiles, stop: sf, overwrite: *overwrite}, out, os.Stderr)
+	defer shutdown(sub)
+	got, failed, err := receiveFiles(ctx, kr, sub, *dir, receiveLimits{files: *maxFiles, stop: sf, overwrite: *overwrite, unordered: !strict}, out, os.Stderr)
 	fmt.Fprintf(out, "%d file(s) received into %s, %d refused\n", got, *dir, failed)
 	if err == nil && failed > 0 {
 		err = fmt.Errorf("%d transfer(s) refused; nothing of them was written to %s", failed, *dir)
@@ -155,6 +160,30 @@ type receiveLimits struct {
 	files     int
 	stop      stopFlags
 	overwrite bool
+	unordered bool // reassemble chunks in any order (brokers that do not keep order)
+}
+
+// orderedFor decides whether chunks must arrive in order: brokers that keep order per
+// partition or queue make a reordered chunk a sign of tampering; on the others order
+// carries no meaning and the receiver reassembles (integrity is checked either way).
+func orderedFor(flag, subURL string) (bool, error) {
+	switch flag {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	case "auto":
+		u, err := url.Parse(subURL)
+		if err != nil {
+			return false, fmt.Errorf("--sub: %w", err)
+		}
+		switch u.Scheme {
+		case "kafka", "nats", "rabbit":
+			return true, nil
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("--ordered must be true, false or auto, not %q", flag)
 }
 
 // receiveFiles feeds messages to a filestream.Receiver. Each message is acked as soon as
@@ -179,6 +208,7 @@ func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscript
 	bars := map[string]*progressbar.ProgressBar{}
 	rcv, err = filestream.NewReceiver(kr, dir, filestream.ReceiveOptions{
 		Overwrite: lim.overwrite,
+		Unordered: lim.unordered,
 		Progress: func(name string, n, total int64) {
 			bar := bars[name]
 			if bar == nil {
