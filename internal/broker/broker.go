@@ -11,13 +11,14 @@ import (
 	"net/url"
 
 	"gocloud.dev/pubsub"
-	_ "gocloud.dev/pubsub/awssnssqs"   // awssns://, awssqs://
-	_ "gocloud.dev/pubsub/azuresb"     // azuresb://
-	_ "gocloud.dev/pubsub/gcppubsub"   // gcppubsub://
-	_ "gocloud.dev/pubsub/gcppubsubv2" // gcppubsubv2://
-	_ "gocloud.dev/pubsub/kafkapubsub" // kafka://
-	_ "gocloud.dev/pubsub/mempubsub"   // mem://
-	_ "gocloud.dev/pubsub/natspubsub"  // nats://
+	_ "gocloud.dev/pubsub/awssnssqs"    // awssns://, awssqs://
+	_ "gocloud.dev/pubsub/azuresb"      // azuresb://
+	_ "gocloud.dev/pubsub/gcppubsub"    // gcppubsub://
+	_ "gocloud.dev/pubsub/gcppubsubv2"  // gcppubsubv2://
+	_ "gocloud.dev/pubsub/kafkapubsub"  // kafka://
+	_ "gocloud.dev/pubsub/mempubsub"    // mem://
+	_ "gocloud.dev/pubsub/natspubsub"   // nats://
+	_ "gocloud.dev/pubsub/rabbitpubsub" // rabbit://
 )
 
 // OpenTopic opens the topic at rawURL.
