@@ -74,3 +74,14 @@ func requireFlag(fs *flag.FlagSet, name, value string) error {
 	}
 	return nil
 }
+
+// shutdownTimeout bounds how long a command waits, when it ends, for sends still being
+// retried: a broker that cannot be reached must not keep the command alive past its end.
+const shutdownTimeout = 10 * time.Second
+
+// shutdown flushes and closes a topic or subscription within shutdownTimeout.
+func shutdown(s interface{ Shutdown(context.Context) error }) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	return s.Shutdown(ctx)
+}

@@ -37,7 +37,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer sub.Shutdown(context.Background())
+	defer shutdown(sub)
 	n, bad, err := consume(ctx, sub, sf, *skip, out)
 	fmt.Fprintf(out, "%d message(s) decrypted, %d undecryptable\n", n, bad)
 	return err

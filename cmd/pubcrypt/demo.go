@@ -121,7 +121,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer plain.Shutdown(context.Background())
+	defer shutdown(plain)
 	gen := purchase.NewGenerator(*seed)
 
 	d.step(2, fmt.Sprintf("Producer: %d purchases, in plaintext, to %q", *count, topicPlain))
@@ -146,12 +146,12 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer enc.Shutdown(context.Background())
+	defer shutdown(enc)
 	src, err := broker.OpenSubscription(ctx, "kafka://pubcrypt-encryptor?topic="+topicPlain+"&offset=oldest")
 	if err != nil {
 		return err
 	}
-	defer src.Shutdown(context.Background())
+	defer shutdown(src)
 	encrypted := make(chan string, 4**count)
 	bridgeErr := make(chan error, 1)
 	bctx, stopBridge := context.WithCancel(ctx)
@@ -204,7 +204,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer sub.Shutdown(context.Background())
+	defer shutdown(sub)
 	for range 2 * *count {
 		m, err := sub.Receive(ctx)
 		if err != nil {
@@ -298,7 +298,7 @@ func (d *demo) files(ctx context.Context, workdir string, mib int, seed uint64) 
 		return err
 	}
 	sent, err := sendFiles(ctx, kr, top, files, defaultChunkSize, io.Discard)
-	_ = top.Shutdown(context.Background())
+	_ = shutdown(top)
 	if err != nil {
 		return err
 	}
@@ -325,7 +325,7 @@ func (d *demo) files(ctx context.Context, workdir string, mib int, seed uint64) 
 	if err != nil {
 		return err
 	}
-	defer sub.Shutdown(context.Background())
+	defer shutdown(sub)
 	var log bytes.Buffer
 	got, failed, err := receiveFiles(ctx, kr, sub, dst, receiveLimits{files: len(files)}, &log, io.Discard)
 	if err != nil {
@@ -376,7 +376,7 @@ func (d *demo) rawMessages(ctx context.Context, topic string, n int) ([]*pubsub.
 	if err != nil {
 		return nil, err
 	}
-	defer sub.Shutdown(context.Background())
+	defer shutdown(sub)
 	msgs, err := peek(ctx, sub, n, 10*time.Second)
 	if err == nil && len(msgs) < n {
 		err = fmt.Errorf("read %d of %d messages from %s", len(msgs), n, topic)

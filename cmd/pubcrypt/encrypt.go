@@ -62,12 +62,12 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer dst.Shutdown(context.Background())
+	defer shutdown(dst)
 	src, err := broker.OpenSubscription(ctx, *subURL)
 	if err != nil {
 		return err
 	}
-	defer src.Shutdown(context.Background())
+	defer shutdown(src)
 	n, err := bridge(ctx, src, dst, bridgeOptions{batch: *batch, stop: sf, each: func(m *pubsub.Message) {
 		fmt.Fprintf(out, "encrypted %s\n", m.LoggableID)
 	}})

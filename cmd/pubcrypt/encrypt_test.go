@@ -110,7 +110,7 @@ func TestEncryptBridgeSurvivesKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Shutdown(context.Background())
+	defer shutdown(sub)
 	got := map[string]int{}
 	total := 0
 	for len(got) < n {

@@ -108,7 +108,7 @@ func TestFileChunksTamperedOnTheTopic(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer sub.Shutdown(context.Background())
+			defer shutdown(sub)
 			var out bytes.Buffer
 			got, failed, err := receiveFiles(ctx, kr, sub, dst, receiveLimits{stop: stopFlags{idle: 3 * time.Second}}, &out, nil)
 			if err != nil {

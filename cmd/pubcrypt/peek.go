@@ -34,7 +34,7 @@ func runPeek(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer sub.Shutdown(context.Background())
+	defer shutdown(sub)
 	msgs, err := peek(ctx, sub, *max, *wait)
 	for i, m := range msgs {
 		printRaw(out, i+1, m)

@@ -38,7 +38,7 @@ func runProduce(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "sent %s  %-18s card %s  %8.2f %s\n", p.ID, p.Name, p.CardNumber, p.Amount, p.Currency)
 		}
 	})
-	if serr := top.Shutdown(context.Background()); err == nil {
+	if serr := shutdown(top); err == nil {
 		err = serr
 	}
 	fmt.Fprintf(out, "%d purchase(s) sent to %s\n", sent, *topicURL)
