@@ -88,7 +88,9 @@ func (t *Topic) SendValue(ctx context.Context, v any, md map[string]string) erro
 }
 
 // SendBatch encrypts msgs together and sends them: the transit and deterministic fields
-// of the whole batch go to Vault in one call per key. It fails closed for the batch: if
+// of the whole batch go to Vault in one call per key. The messages are sent concurrently,
+// so their order on the broker within one batch is not kept; use Send in sequence where
+// order matters. It fails closed for the batch: if
 // any message cannot be protected, none is sent. Sends run concurrently; the error joins
 // the failures of individual sends.
 func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
