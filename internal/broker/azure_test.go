@@ -88,27 +88,7 @@ func TestEventHubsKafkaEndpoint(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sub, err := OpenSubscription(ctx, "kafka://pubcrypt-consumer?topic=purchases_encrypted&offset=oldest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Shutdown(context.Background())
-	top, err := OpenTopic(ctx, "kafka://purchases_encrypted")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.Send(ctx, &pubsub.Message{Body: []byte("via Event Hubs"), Metadata: map[string]string{"k": "v"}}); err != nil {
-		t.Fatal(err)
-	}
-	_ = top.Shutdown(ctx)
-	m, err := sub.Receive(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Ack()
-	if string(m.Body) != "via Event Hubs" || m.Metadata["k"] != "v" {
-		t.Fatalf("got %q %v", m.Body, m.Metadata)
-	}
+	roundTrip(t, ctx, "purchases_encrypted", "pubcrypt-consumer", "via Event Hubs")
 
 	// A connection string with another key is refused, and the error prints neither.
 	t.Setenv(EnvKafkaSASLPassword, strings.Replace(cs, fakeKey, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=", 1))

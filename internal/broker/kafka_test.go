@@ -142,27 +142,7 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	sub, err := OpenSubscription(ctx, "kafka://g?topic=secure&offset=oldest")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Shutdown(context.Background())
-	top, err := OpenTopic(ctx, "kafka://secure")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := top.Send(ctx, &pubsub.Message{Body: []byte("over TLS"), Metadata: map[string]string{"k": "v"}}); err != nil {
-		t.Fatal(err)
-	}
-	_ = top.Shutdown(ctx)
-	m, err := sub.Receive(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Ack()
-	if string(m.Body) != "over TLS" || m.Metadata["k"] != "v" {
-		t.Fatalf("got %q %v", m.Body, m.Metadata)
-	}
+	roundTrip(t, ctx, "secure", "g", "over TLS")
 
 	// A wrong password is refused by the broker, and the error does not print it.
 	t.Setenv(EnvKafkaSASLPassword, "WRONGSECRET")
@@ -178,4 +158,31 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 		t.Fatalf("error prints the password: %v", err)
 	}
 	t.Logf("wrong password: %v", err)
+}
+
+// roundTrip sends body on topic through the opener and receives it back in group, as the
+// settings in the environment say to reach the broker.
+func roundTrip(t *testing.T, ctx context.Context, topic, group, body string) {
+	t.Helper()
+	sub, err := OpenSubscription(ctx, "kafka://"+group+"?topic="+topic+"&offset=oldest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Shutdown(context.Background())
+	top, err := OpenTopic(ctx, "kafka://"+topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := top.Send(ctx, &pubsub.Message{Body: []byte(body), Metadata: map[string]string{"k": "v"}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = top.Shutdown(ctx)
+	m, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Ack()
+	if string(m.Body) != body || m.Metadata["k"] != "v" {
+		t.Fatalf("got %q %v", m.Body, m.Metadata)
+	}
 }
