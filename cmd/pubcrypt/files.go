@@ -95,15 +95,22 @@ func sendFiles(ctx context.Context, kr keyring.Keyring, top *pubsub.Topic, files
 	}
 	var done []sentFile
 	for _, path := range files {
-		bar := newBar(progress, -1, "send "+filepath.Base(path))
+		var bar *progressbar.ProgressBar // made once the size is known: an unknown size
+		// starts progressbar's spinner goroutine, which races with updates
 		st, err := filestream.SendFile(ctx, kr, path, send, filestream.SendOptions{
 			ChunkSize: chunk,
 			Progress: func(sent, total int64) {
-				bar.ChangeMax64(total)
-				_ = bar.Set64(sent)
+				if bar == nil {
+					bar = newBar(progress, total, "send "+filepath.Base(path))
+				}
+				if bar != nil {
+					_ = bar.Set64(sent)
+				}
 			},
 		})
-		_ = bar.Finish()
+		if bar != nil {
+			_ = bar.Finish()
+		}
 		if err != nil {
 			return done, fmt.Errorf("send %s: %w", path, err)
 		}
@@ -210,12 +217,14 @@ func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscript
 		Overwrite: lim.overwrite,
 		Unordered: lim.unordered,
 		Progress: func(name string, n, total int64) {
-			bar := bars[name]
-			if bar == nil {
+			bar, ok := bars[name]
+			if !ok {
 				bar = newBar(progress, total, "recv "+name)
 				bars[name] = bar
 			}
-			_ = bar.Set64(n)
+			if bar != nil {
+				_ = bar.Set64(n)
+			}
 		},
 	})
 	if err != nil {
@@ -291,10 +300,11 @@ func regularFiles(dir string) ([]string, error) {
 	return files, nil
 }
 
-// newBar returns a progress bar on w, or a silent one when w is not a terminal.
+// newBar returns a progress bar of max bytes on w, or nil when w is not a terminal (no
+// bar at all: logs and pipes get one line per file instead).
 func newBar(w io.Writer, max int64, desc string) *progressbar.ProgressBar {
 	if f, ok := w.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
-		return progressbar.DefaultBytesSilent(max, desc)
+		return nil
 	}
 	return progressbar.NewOptions64(max,
 		progressbar.OptionSetWriter(w),
