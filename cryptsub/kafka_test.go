@@ -346,3 +346,47 @@ func TestSensitiveMetadataTravelsEncrypted(t *testing.T) {
 		t.Fatalf("got %q %v", m.Body, m.Metadata)
 	}
 }
+
+// TestCheckFailsAtStart: a producer can learn at start, not at its first message, that
+// its token is refused or its key missing.
+func TestCheckFailsAtStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	good := newVault(t, vaultServer)
+	c, err := vaultServer.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken("not-a-token")
+	refused, err := keyring.NewVault(keyring.VaultOptions{Client: c, Key: transitKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, _ := vaultServer.Client()
+	missing, err := keyring.NewVault(keyring.VaultOptions{Client: c2, Key: "no-such-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		kr   keyring.Keyring
+		want error
+	}{
+		{"good", good, nil},
+		{"refused token", refused, keyring.ErrPermissionDenied},
+		{"missing key", missing, keyring.ErrKeyNotFound},
+	} {
+		top, err := crypttopic.Open(ctx, "mem://check-"+strings.ReplaceAll(tc.name, " ", "-"), crypttopic.Options{Keyring: tc.kr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = top.Check(ctx)
+		if (tc.want == nil && err != nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("%s: Check = %v, want %v", tc.name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "not-a-token") {
+			t.Errorf("%s: error prints the token: %v", tc.name, err)
+		}
+		_ = top.Shutdown(ctx)
+	}
+}

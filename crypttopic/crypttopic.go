@@ -205,6 +205,17 @@ func (t *Topic) seal(ctx context.Context, m *pubsub.Message) (*pubsub.Message, e
 	return &pubsub.Message{Body: body, Metadata: md, BeforeSend: m.BeforeSend, AfterSend: m.AfterSend}, nil
 }
 
+// Check makes sure a data key can be had now — the key service reachable, the token
+// allowed, the key present — so that a producer fails when it starts rather than at its
+// first message. It costs one key-service call unless a key is cached, and the key it
+// gets serves the next messages.
+func (t *Topic) Check(ctx context.Context) error {
+	if _, _, err := t.keys.TakeN(ctx, 1, 0); err != nil {
+		return fmt.Errorf("crypttopic: no data key: %w", err)
+	}
+	return nil
+}
+
 // Shutdown flushes pending sends and closes the wrapped topic.
 func (t *Topic) Shutdown(ctx context.Context) error { return t.topic.Shutdown(ctx) }
 

@@ -63,6 +63,9 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer shutdown(dst)
+	if err := dst.Check(ctx); err != nil { // a refused token fails now, not at the first message
+		return err
+	}
 	src, err := broker.OpenSubscription(ctx, *subURL)
 	if err != nil {
 		return err

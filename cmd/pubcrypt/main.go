@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"gocloud.dev/gcerrors"
 )
 
 type command struct {
@@ -72,7 +74,7 @@ func main() {
 			return
 		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "pubcrypt %s: %v\n", c.name, err)
+			fmt.Fprintf(os.Stderr, "pubcrypt %s: %v%s\n", c.name, err, hint(err))
 			os.Exit(1)
 		}
 		return
@@ -80,6 +82,14 @@ func main() {
 	fmt.Fprintf(os.Stderr, "pubcrypt: unknown command %q\n\n", os.Args[1])
 	usage(os.Stderr)
 	os.Exit(2)
+}
+
+// hint adds what to do for errors whose own text does not say it.
+func hint(err error) string {
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return " (the topic, subscription or queue does not exist: create it first)"
+	}
+	return ""
 }
 
 // newFlags returns a flag set for a subcommand whose errors are returned, not fatal.
