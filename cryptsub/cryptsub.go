@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"gocloud.dev/pubsub"
 
@@ -163,6 +164,78 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 	return m, info, nil
 }
 
+// BatchLinger is how long ReceiveBatch waits, after the first message, for more messages
+// to fill the batch.
+const BatchLinger = 10 * time.Millisecond
+
+// ReceiveBatch waits for the next message as Receive does, then takes up to max-1 more
+// that arrive within BatchLinger, and decrypts them together: the protected fields of all
+// field-level messages cost one key-service call per Vault key for the whole batch
+// instead of one per message (docs/FIELDS.md); whole-body messages are decrypted as
+// Receive decrypts them. max below 1 counts as 1.
+//
+// The three slices always have the same length, at least 1. For each i, errs[i] is nil,
+// and msgs[i] the decrypted message with infos[i] saying how it was protected; or errs[i]
+// is a *DecryptError about that message alone, and msgs[i] is the raw message as
+// delivered (the DecryptError's Message). One message failing never fails the others.
+//
+// If the subscription itself fails (or ctx ends) before a first message arrives,
+// ReceiveBatch returns one entry: a nil message, a zero Info and that error, which is
+// not a *DecryptError, as from pubsub.Subscription.Receive. A subscription error while
+// the batch is being filled only ends the batch; the next call reports it.
+func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Message, []Info, []error) {
+	if max < 1 {
+		max = 1
+	}
+	first, err := s.sub.Receive(ctx)
+	if err != nil {
+		return []*pubsub.Message{nil}, []Info{{}}, []error{err}
+	}
+	msgs := []*pubsub.Message{first}
+	if max > 1 {
+		lctx, cancel := context.WithTimeout(ctx, BatchLinger)
+		for len(msgs) < max {
+			m, err := s.sub.Receive(lctx)
+			if err != nil {
+				break
+			}
+			msgs = append(msgs, m)
+		}
+		cancel()
+	}
+
+	infos := make([]Info, len(msgs))
+	errs := make([]error, len(msgs))
+	var batch []fields.Received
+	var refs []int
+	for i, m := range msgs {
+		if fields.IsFields(m.Metadata) && s.fields != nil {
+			infos[i] = fieldsInfo(m)
+			batch = append(batch, fields.Received{Body: m.Body, Metadata: m.Metadata})
+			refs = append(refs, i)
+			continue
+		}
+		infos[i], errs[i] = s.open(ctx, m)
+	}
+	if len(batch) > 0 {
+		for j, r := range s.fields.OpenBatch(ctx, batch) {
+			i := refs[j]
+			if r.Err != nil {
+				errs[i] = r.Err
+				continue
+			}
+			msgs[i].Body, msgs[i].Metadata = r.Body, r.Metadata
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			s.log.WarnContext(ctx, "message not decrypted", "id", msgs[i].LoggableID, "err", err)
+			errs[i] = &DecryptError{Message: msgs[i], Err: err}
+		}
+	}
+	return msgs, infos, errs
+}
+
 // Decrypt decrypts a raw message in place, as Receive does: for retrying the Message of a
 // *DecryptError whose Retryable() is true (the key service was unreachable) on a broker
 // that cannot redeliver it (Kafka has no Nack). On error m is left as it was.
@@ -202,11 +275,7 @@ func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error
 
 // openFields restores the protected fields of a field-level message (docs/FIELDS.md).
 func (s *Subscription) openFields(ctx context.Context, m *pubsub.Message) (Info, error) {
-	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey]}
-	if env, err := envelope.Parse(withoutManifest(m.Metadata)); err == nil {
-		info.KeyID = env.KeyID
-		info.KeyVersion = wrappedVersion(env.Wrapped)
-	}
+	info := fieldsInfo(m)
 	if s.fields == nil {
 		return info, errors.New("message has protected fields, but the keyring cannot do field-level encryption (keyring.Vault can)")
 	}
@@ -216,6 +285,16 @@ func (s *Subscription) openFields(ctx context.Context, m *pubsub.Message) (Info,
 	}
 	m.Body, m.Metadata = body, md
 	return info, nil
+}
+
+// fieldsInfo describes a field-level message from its envelope entries.
+func fieldsInfo(m *pubsub.Message) Info {
+	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey]}
+	if env, err := envelope.Parse(withoutManifest(m.Metadata)); err == nil {
+		info.KeyID = env.KeyID
+		info.KeyVersion = wrappedVersion(env.Wrapped)
+	}
+	return info
 }
 
 // withoutManifest returns md without the field manifest, to read the envelope entries.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/keyring"
@@ -67,6 +68,20 @@ func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	return r, nil
 }
 
+// Received is one message for OpenBatch: its body and metadata as delivered.
+type Received struct {
+	Body     []byte
+	Metadata map[string]string
+}
+
+// Opened is the result of OpenBatch for one message: the producer's body and metadata,
+// or why that message could not be opened (as Open would have said).
+type Opened struct {
+	Body     []byte
+	Metadata map[string]string
+	Err      error
+}
+
 // Open verifies the message MAC, then restores every protected field: one DecryptBatch
 // call per Vault key the message uses, local decryption for envelope fields. It returns
 // the producer's body and metadata (the reserved entries removed). md is not modified.
@@ -76,15 +91,168 @@ func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 // other than unwrapping the data key; one that does not follow the format, with
 // envelope.ErrMalformed. Key-service errors keep their keyring kinds.
 func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([]byte, map[string]string, error) {
+	r := o.OpenBatch(ctx, []Received{{Body: body, Metadata: md}})[0]
+	if r.Err != nil {
+		return nil, nil, r.Err
+	}
+	return r.Body, r.Metadata, nil
+}
+
+// OpenBatch opens msgs as Open opens each, but with one DecryptBatch call per Vault key
+// (and one decode call per Transform role and transformation) for the whole batch rather
+// than per message. The results are aligned with msgs. Each message succeeds or fails on
+// its own: a tampered or malformed message, or an item the key service refuses, fails
+// only the message it belongs to; a key-service call that fails as a whole fails every
+// message with items in it. No message's metadata is modified.
+func (o *Opener) OpenBatch(ctx context.Context, msgs []Received) []Opened {
+	out := make([]Opened, len(msgs))
+	plans := make([]*openPlan, len(msgs))
+	for i, m := range msgs {
+		p, err := o.prepare(ctx, m.Body, m.Metadata)
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		plans[i] = p
+	}
+
+	// Group the key-service items of all prepared messages: transit and deterministic
+	// items per Vault key name, Transform values per role and transformation.
+	type group struct {
+		key   string
+		items []keyring.TransitItem
+		refs  []itemRef
+	}
+	var groups []*group
+	index := map[[2]string]*group{}
+	addGroup := func(kind, key string, items []keyring.TransitItem, refs []int, msg int) {
+		g := index[[2]string{kind, key}]
+		if g == nil {
+			g = &group{key: key}
+			index[[2]string{kind, key}] = g
+			groups = append(groups, g)
+		}
+		g.items = append(g.items, items...)
+		for _, k := range refs {
+			g.refs = append(g.refs, itemRef{msg: msg, match: k})
+		}
+	}
+	var transforms transformBatches
+	for i, p := range plans {
+		if p == nil {
+			continue
+		}
+		if len(p.transit) > 0 {
+			addGroup("transit", p.r.m.transit, p.transit, p.transitRefs, i)
+		}
+		if len(p.det) > 0 {
+			addGroup("det", p.r.m.det, p.det, p.detRefs, i)
+		}
+		for _, b := range p.transforms.list {
+			for j, v := range b.values {
+				transforms.add(Rule{Role: b.role, Transformation: b.transformation}, v, itemRef{msg: i, match: b.refs[j].match})
+			}
+		}
+	}
+
+	// errs[i][c] is call c's error for message i; the first in call order is reported,
+	// as Open reports the first of its calls' errors.
+	ncalls := len(groups) + len(transforms.list)
+	callErrs := make([][]error, len(msgs))
+	setErr := func(msg, call int, err error) {
+		if callErrs[msg] == nil {
+			callErrs[msg] = make([]error, ncalls)
+		}
+		if callErrs[msg][call] == nil {
+			callErrs[msg][call] = err
+		}
+	}
+	var mu sync.Mutex
+	var calls []func() error
+	for c, g := range groups {
+		calls = append(calls, func() error {
+			itemErrs, errAll := o.decryptGroup(ctx, g.key, g.items)
+			mu.Lock()
+			defer mu.Unlock()
+			for j, ref := range g.refs {
+				p := plans[ref.msg]
+				switch {
+				case errAll != nil:
+					setErr(ref.msg, c, errAll)
+				case itemErrs[j] != nil:
+					setErr(ref.msg, c, fmt.Errorf("field %q: decrypt with key %q: %w", p.ms[ref.match].path, g.key, itemErrs[j]))
+				default:
+					p.repl[ref.match] = g.items[j].Plaintext
+				}
+			}
+			return nil
+		})
+	}
+	for t, b := range transforms.list {
+		c := len(groups) + t
+		calls = append(calls, func() error {
+			vals, err := o.decodeBatch(ctx, b)
+			mu.Lock()
+			defer mu.Unlock()
+			for j, ref := range b.refs {
+				if err != nil {
+					setErr(ref.msg, c, err)
+					continue
+				}
+				plans[ref.msg].repl[ref.match] = jsonQuote(vals[j])
+			}
+			return nil
+		})
+	}
+	_ = concurrently(calls...)
+
+	for i, p := range plans {
+		if p == nil {
+			continue
+		}
+		for _, err := range callErrs[i] {
+			if err != nil {
+				out[i].Err = p.fail(err)
+				break
+			}
+		}
+		if out[i].Err != nil {
+			continue
+		}
+		out[i].Body, out[i].Metadata, out[i].Err = p.finish()
+	}
+	return out
+}
+
+// openPlan is one authenticated message on its way through OpenBatch: its located
+// fields, the plaintexts found so far and the key-service items still to send.
+type openPlan struct {
+	body                 []byte
+	md                   map[string]string
+	keys                 []string
+	r                    *received
+	ms                   []match
+	repl                 [][]byte
+	transit, det         []keyring.TransitItem
+	transitRefs, detRefs []int
+	transforms           transformBatches
+}
+
+func (p *openPlan) fail(err error) error {
+	return fmt.Errorf("fields: message %s: %w", p.r.m.idText(), err)
+}
+
+// prepare parses and authenticates one message, locates its fields, decrypts the
+// envelope and FPE fields locally and collects the items the key service must decrypt.
+func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string) (*openPlan, error) {
 	r, err := parseReceived(md, &o.rules)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fields: %w", err)
+		return nil, fmt.Errorf("fields: %w", err)
 	}
-	id := r.m.idText()
-	fail := func(err error) ([]byte, map[string]string, error) {
-		return nil, nil, fmt.Errorf("fields: message %s: %w", id, err)
-	}
+	p := &openPlan{body: body, md: md, r: r}
+	fail := func(err error) (*openPlan, error) { return nil, p.fail(err) }
 	keys := clearKeys(md)
+	p.keys = keys
 	if !fitsU32(len(body)) || !fitsU32(len(keys)) {
 		return fail(malformed("body or metadata too large"))
 	}
@@ -119,10 +287,8 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 	if err != nil {
 		return fail(malformed("body: %v", err))
 	}
-	repl := make([][]byte, len(ms))
-	var transit, det []keyring.TransitItem
-	var transitRefs, detRefs []int
-	var transforms transformBatches
+	p.ms = ms
+	p.repl = make([][]byte, len(ms))
 	var env uint64
 	for k, mt := range ms {
 		rule := c.rules[mt.rule]
@@ -136,11 +302,11 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 				return fail(malformed("field %q: not a vault: ciphertext", mt.path))
 			}
 			if rule.Mode == Transit {
-				transit = append(transit, keyring.TransitItem{Ciphertext: s, AssociatedData: fieldAD(r.m.id[:], mt.path)})
-				transitRefs = append(transitRefs, k)
+				p.transit = append(p.transit, keyring.TransitItem{Ciphertext: s, AssociatedData: fieldAD(r.m.id[:], mt.path)})
+				p.transitRefs = append(p.transitRefs, k)
 			} else {
-				det = append(det, keyring.TransitItem{Ciphertext: s, Context: []byte(detContext + rule.Path)})
-				detRefs = append(detRefs, k)
+				p.det = append(p.det, keyring.TransitItem{Ciphertext: s, Context: []byte(detContext + rule.Path)})
+				p.detRefs = append(p.detRefs, k)
 			}
 		case Envelope:
 			env++
@@ -156,7 +322,7 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 			if err != nil {
 				return fail(fmt.Errorf("%w: field %q", envelope.ErrAuth, mt.path))
 			}
-			repl[k] = pt
+			p.repl[k] = pt
 		case FPE:
 			ff, err := o.fpe.get(ctx, r.m.fpe, r.m.fpeVersion)
 			if err != nil {
@@ -166,55 +332,43 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 			if err != nil {
 				return fail(malformed("field %q: %w", mt.path, err))
 			}
-			repl[k] = quoted(pt)
+			p.repl[k] = quoted(pt)
 		case Transform:
-			transforms.add(rule, s, itemRef{match: k})
+			p.transforms.add(rule, s, itemRef{match: k})
 		}
 	}
-	var calls []func() error
-	if len(transit) > 0 {
-		calls = append(calls, func() error { return o.decrypt(ctx, r.m.transit, transit, transitRefs, ms, repl) })
-	}
-	if len(det) > 0 {
-		calls = append(calls, func() error { return o.decrypt(ctx, r.m.det, det, detRefs, ms, repl) })
-	}
-	for _, b := range transforms.list {
-		calls = append(calls, func() error { return o.decode(ctx, b, ms, repl) })
-	}
-	if err := concurrently(calls...); err != nil {
-		return fail(err)
-	}
-	for k, pt := range repl {
-		if !json.Valid(pt) {
-			return fail(malformed("field %q: decrypted value is not JSON", ms[k].path))
-		}
-	}
-
-	out := make(map[string]string, len(keys))
-	for _, k := range keys {
-		out[k] = md[k]
-	}
-	return splice(body, ms, repl), out, nil
+	return p, nil
 }
 
-// decode sends the values of one Transform role and transformation in one call and
-// writes the decoded values, as JSON strings, into repl.
-func (o *Opener) decode(ctx context.Context, b *transformBatch, ms []match, repl [][]byte) error {
+// finish validates the restored values and splices them into the body.
+func (p *openPlan) finish() ([]byte, map[string]string, error) {
+	for k, pt := range p.repl {
+		if !json.Valid(pt) {
+			return nil, nil, p.fail(malformed("field %q: decrypted value is not JSON", p.ms[k].path))
+		}
+	}
+	out := make(map[string]string, len(p.keys))
+	for _, k := range p.keys {
+		out[k] = p.md[k]
+	}
+	return splice(p.body, p.ms, p.repl), out, nil
+}
+
+// decodeBatch sends the values of one Transform role and transformation in one call and
+// returns the decoded values, aligned with b.values.
+func (o *Opener) decodeBatch(ctx context.Context, b *transformBatch) ([]string, error) {
 	tr, ok := o.fk.(keyring.Transformer)
 	if !ok {
-		return fmt.Errorf("decode with transform role %q: Opener has no key service that implements keyring.Transformer", b.role)
+		return nil, fmt.Errorf("decode with transform role %q: Opener has no key service that implements keyring.Transformer", b.role)
 	}
 	out, err := tr.TransformDecode(ctx, b.role, b.transformation, b.values)
 	if err != nil {
-		return fmt.Errorf("decode %d fields with transform role %q: %w", len(b.values), b.role, err)
+		return nil, fmt.Errorf("decode %d fields with transform role %q: %w", len(b.values), b.role, err)
 	}
 	if len(out) != len(b.values) {
-		return fmt.Errorf("decode %d fields with transform role %q: key service returned %d values", len(b.values), b.role, len(out))
+		return nil, fmt.Errorf("decode %d fields with transform role %q: key service returned %d values", len(b.values), b.role, len(out))
 	}
-	for j, v := range out {
-		repl[b.refs[j].match] = jsonQuote(v)
-	}
-	return nil
+	return out, nil
 }
 
 // jsonQuote returns s as a JSON string: as is between quotes when it needs no escapes,
@@ -230,20 +384,18 @@ func jsonQuote(s string) []byte {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
-// decrypt sends the items of one Vault key in one call and writes the plaintexts into
-// repl.
-func (o *Opener) decrypt(ctx context.Context, key string, items []keyring.TransitItem, refs []int, ms []match, repl [][]byte) error {
+// decryptGroup sends the items of one Vault key in one call. It returns the error of the
+// call as a whole, or else each item's own error (nil where the item decrypted).
+func (o *Opener) decryptGroup(ctx context.Context, key string, items []keyring.TransitItem) ([]error, error) {
 	if o.fk == nil {
-		return fmt.Errorf("decrypt with key %q: Opener has no FieldKeyring", key)
+		return nil, fmt.Errorf("decrypt with key %q: Opener has no FieldKeyring", key)
 	}
 	if err := o.fk.DecryptBatch(ctx, key, items); err != nil {
-		return fmt.Errorf("decrypt %d fields with key %q: %w", len(items), key, err)
+		return nil, fmt.Errorf("decrypt %d fields with key %q: %w", len(items), key, err)
 	}
+	errs := make([]error, len(items))
 	for j, it := range items {
-		if it.Err != nil {
-			return fmt.Errorf("field %q: decrypt with key %q: %w", ms[refs[j]].path, key, it.Err)
-		}
-		repl[refs[j]] = it.Plaintext
+		errs[j] = it.Err
 	}
-	return nil
+	return errs, nil
 }
