@@ -18,8 +18,14 @@ import (
 // file. It returns the errors that name the transfer.
 func expectFailed(t *testing.T, kr *testKeyring, id string, msgs []msg) []error {
 	t.Helper()
+	return expectFailedWith(t, kr, ReceiveOptions{}, id, msgs)
+}
+
+// expectFailedWith is expectFailed with a receiver configured by opts.
+func expectFailedWith(t *testing.T, kr *testKeyring, opts ReceiveOptions, id string, msgs []msg) []error {
+	t.Helper()
 	dir := t.TempDir()
-	r, err := NewReceiver(kr, dir, ReceiveOptions{})
+	r, err := NewReceiver(kr, dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

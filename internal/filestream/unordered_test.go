@@ -221,31 +221,7 @@ func TestUnorderedBufferBound(t *testing.T) {
 // no partial file stays, and the errors naming transfer id are returned.
 func expectUnorderedFailed(t *testing.T, kr *testKeyring, id string, msgs []msg) []error {
 	t.Helper()
-	dir := t.TempDir()
-	r, err := NewReceiver(kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done, errs := deliver(t, r, msgs)
-	if err := r.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	if len(done) != 0 {
-		t.Fatalf("transfer completed: %+v", done[0])
-	}
-	if got := dirEntries(t, dir); len(got) != 0 {
-		t.Fatalf("destination holds %q", got)
-	}
-	var named []error
-	for _, err := range errs {
-		if strings.Contains(err.Error(), "transfer "+id) {
-			named = append(named, err)
-		}
-	}
-	if len(named) == 0 {
-		t.Fatalf("no error names transfer %s: %v", id, errs)
-	}
-	return named
+	return expectFailedWith(t, kr, ReceiveOptions{Unordered: true, MaxBuffered: 100}, id, msgs)
 }
 
 func TestUnorderedRefused(t *testing.T) {
