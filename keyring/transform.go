@@ -58,25 +58,10 @@ func NewTransform(opts TransformOptions) (*Transform, error) {
 	if opts.Transformation != "" && !transitName.MatchString(opts.Transformation) {
 		return nil, fmt.Errorf("keyring: TransformOptions.Transformation %q is not a valid transformation name", opts.Transformation)
 	}
-	mount := strings.Trim(opts.Mount, "/")
-	if opts.Mount == "" {
-		mount = "transform"
-	}
-	if !validMount(mount) {
-		return nil, fmt.Errorf("keyring: TransformOptions.Mount %q is not a valid mount path", opts.Mount)
-	}
-	if opts.Timeout < 0 {
-		return nil, fmt.Errorf("keyring: TransformOptions.Timeout %v is negative", opts.Timeout)
-	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 10 * time.Second
-	}
-	v := &Vault{mount: mount, key: opts.Role, timeout: opts.Timeout}
-	client, err := v.newClient(opts.Client)
+	v, err := openVault("TransformOptions", opts.Mount, DefaultTransformMount, opts.Role, opts.Timeout, opts.Client)
 	if err != nil {
 		return nil, err
 	}
-	v.client = client
 	return &Transform{v: v, transformation: opts.Transformation}, nil
 }
 

@@ -58,21 +58,28 @@ func NewVault(opts VaultOptions) (*Vault, error) {
 	if !transitName.MatchString(opts.Key) {
 		return nil, fmt.Errorf("keyring: VaultOptions.Key %q is not a valid transit key name (letters, digits, _ . -)", opts.Key)
 	}
-	mount := strings.Trim(opts.Mount, "/")
-	if opts.Mount == "" {
-		mount = "transit"
+	return openVault("VaultOptions", opts.Mount, "transit", opts.Key, opts.Timeout, opts.Client)
+}
+
+// openVault checks the mount and timeout shared by the options of NewVault and
+// NewTransform (named optsType in errors), applies their defaults and builds the
+// keyring's own counting client.
+func openVault(optsType, mount, defaultMount, key string, timeout time.Duration, from *api.Client) (*Vault, error) {
+	m := strings.Trim(mount, "/")
+	if mount == "" {
+		m = defaultMount
 	}
-	if !validMount(mount) {
-		return nil, fmt.Errorf("keyring: VaultOptions.Mount %q is not a valid mount path", opts.Mount)
+	if !validMount(m) {
+		return nil, fmt.Errorf("keyring: %s.Mount %q is not a valid mount path", optsType, mount)
 	}
-	if opts.Timeout < 0 {
-		return nil, fmt.Errorf("keyring: VaultOptions.Timeout %v is negative", opts.Timeout)
+	if timeout < 0 {
+		return nil, fmt.Errorf("keyring: %s.Timeout %v is negative", optsType, timeout)
 	}
-	if opts.Timeout == 0 {
-		opts.Timeout = 10 * time.Second
+	if timeout == 0 {
+		timeout = 10 * time.Second
 	}
-	v := &Vault{mount: mount, key: opts.Key, timeout: opts.Timeout}
-	client, err := v.newClient(opts.Client)
+	v := &Vault{mount: m, key: key, timeout: timeout}
+	client, err := v.newClient(from)
 	if err != nil {
 		return nil, err
 	}
