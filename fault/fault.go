@@ -83,7 +83,7 @@ type sentinel struct {
 	text  string
 }
 
-func (s *sentinel) Error() string      { return s.text }
+func (s *sentinel) Error() string     { return s.text }
 func (s *sentinel) FaultClass() Class { return s.class }
 
 // Mark returns err with class c; errors.Is and errors.As still reach err and its chain.
@@ -100,6 +100,6 @@ type marked struct {
 	class Class
 }
 
-func (m *marked) Error() string      { return m.err.Error() }
-func (m *marked) Unwrap() error      { return m.err }
+func (m *marked) Error() string     { return m.err.Error() }
+func (m *marked) Unwrap() error     { return m.err }
 func (m *marked) FaultClass() Class { return m.class }
