@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/IBM/sarama"
 	"gocloud.dev/pubsub"
@@ -226,44 +228,145 @@ func (s KafkaSettings) SaramaConfig() (*sarama.Config, error) {
 	return c, nil
 }
 
-func (s KafkaSettings) opener() (*kafkapubsub.URLOpener, error) {
+// withTimeout bounds every request of c to timeout: a broker that accepts connections
+// and never answers fails a request after that long instead of after sarama's defaults,
+// which add up to minutes. Metadata lookups, retries included, get the same bound.
+func withTimeout(c *sarama.Config, timeout time.Duration) {
+	c.Net.DialTimeout = min(timeout, 10*time.Second)
+	c.Net.ReadTimeout = timeout
+	c.Net.WriteTimeout = timeout
+	c.Metadata.Timeout = timeout
+	// A typo in a topic name must be an error, not a new topic.
+	c.Metadata.AllowAutoTopicCreation = false
+}
+
+func (s KafkaSettings) opener(opts Options) (*kafkapubsub.URLOpener, error) {
 	c, err := s.SaramaConfig()
 	if err != nil {
 		return nil, err
 	}
+	withTimeout(c, opts.timeout())
 	return &kafkapubsub.URLOpener{Brokers: s.Brokers, Config: c}, nil
 }
 
-func openKafkaTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+// requireTopics fails unless every topic exists: a client that reaches the cluster is
+// asked for the topics' partitions (one metadata request), so that a missing or silent
+// topic is an error at open rather than a stall at the first send or receive.
+func (s KafkaSettings) requireTopics(c *sarama.Config, topics []string) error {
+	client, err := sarama.NewClient(s.Brokers, c)
+	if err != nil {
+		return fmt.Errorf("on %s: %w%s", strings.Join(s.Brokers, ","), err, s.hint(err))
+	}
+	defer client.Close()
+	for _, t := range topics {
+		if _, err := client.Partitions(t); err != nil {
+			if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+				return fmt.Errorf("%w: %q on %s (create it first)", ErrTopicNotFound, t, strings.Join(s.Brokers, ","))
+			}
+			return fmt.Errorf("topic %q on %s: %w", t, strings.Join(s.Brokers, ","), err)
+		}
+	}
+	return nil
+}
+
+func openKafkaTopic(u *url.URL, opts Options) (*pubsub.Topic, error) {
 	s, err := KafkaSettingsFromEnv()
 	if err != nil {
 		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
 	}
-	o, err := s.opener()
+	o, err := s.opener(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
 	}
-	t, err := o.OpenTopicURL(ctx, u)
+	if err := s.requireTopics(o.Config, []string{path.Join(u.Host, u.Path)}); err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
+	}
+	t, err := o.OpenTopicURL(context.Background(), u)
 	if err != nil {
 		return nil, fmt.Errorf("open topic %s on %s: %w%s", redact(u), strings.Join(s.Brokers, ","), err, s.hint(err))
 	}
 	return t, nil
 }
 
-func openKafkaSubscription(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+func openKafkaSubscription(u *url.URL, opts Options) (*pubsub.Subscription, error) {
 	s, err := KafkaSettingsFromEnv()
 	if err != nil {
 		return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
 	}
-	o, err := s.opener()
+	o, err := s.opener(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
 	}
-	sub, err := o.OpenSubscriptionURL(ctx, u)
+	if session := o.Config.Consumer.Group.Session.Timeout; o.Config.Net.ReadTimeout <= session {
+		return nil, fmt.Errorf("open subscription %s: a timeout of %v is too short for a consumer group: joining waits up to the session timeout (%v) for a member that died; use more", redact(u), o.Config.Net.ReadTimeout, session)
+	}
+	if err := s.requireTopics(o.Config, u.Query()["topic"]); err != nil {
+		return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
+	}
+	sub, err := o.OpenSubscriptionURL(context.Background(), u)
 	if err != nil {
 		return nil, fmt.Errorf("open subscription %s on %s: %w%s", redact(u), strings.Join(s.Brokers, ","), err, s.hint(err))
 	}
 	return sub, nil
+}
+
+// Commit makes the broker store, where it keeps a consumer group's position (Kafka), that
+// msgs — and every message before them on their partitions — are done, and waits until it
+// has, or until ctx ends. Call it only once msgs and every message received before them
+// were acknowledged. gocloud's kafkapubsub otherwise leaves acknowledged offsets to
+// sarama's commit once a second, so a process killed between two commits is sent again
+// everything it finished in that second; committing after each batch bounds that to the
+// batch. Where acknowledgements are per message (every other broker), Commit does
+// nothing. A commit that fails is not reported by sarama; the cost is redelivery.
+func Commit(ctx context.Context, sub *pubsub.Subscription, msgs []*pubsub.Message) error {
+	var sess sarama.ConsumerGroupSession
+	if sub == nil || !sub.As(&sess) || sess == nil {
+		return nil
+	}
+	type partition struct {
+		topic string
+		id    int32
+	}
+	last := map[partition]*sarama.ConsumerMessage{}
+	for _, m := range msgs {
+		var cm *sarama.ConsumerMessage
+		if m == nil || !m.As(&cm) || cm == nil {
+			continue
+		}
+		p := partition{cm.Topic, cm.Partition}
+		if prev := last[p]; prev == nil || cm.Offset > prev.Offset {
+			last[p] = cm
+		}
+	}
+	if len(last) == 0 {
+		return nil
+	}
+	for _, cm := range last {
+		// MarkMessage only moves a partition forward, and does nothing for a partition
+		// this member no longer owns after a rebalance.
+		sess.MarkMessage(cm, "")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sess.Commit()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Position names where a received message sits on its broker, for logs and dead letters:
+// "topic purchases partition 0 offset 17" on Kafka, the message's LoggableID elsewhere.
+func Position(m *pubsub.Message) string {
+	var cm *sarama.ConsumerMessage
+	if m.As(&cm) && cm != nil {
+		return fmt.Sprintf("topic %s partition %d offset %d", cm.Topic, cm.Partition, cm.Offset)
+	}
+	return m.LoggableID
 }
 
 // hint tells what to check when sarama could reach no broker, which is all it says when
