@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 )
 
 // Reuse limits. The caps keep AES-GCM with the wire format's per-key sequence-number
@@ -118,11 +120,13 @@ func (d *DataKeys) TakeN(ctx context.Context, count, n int) (*DataKey, uint64, e
 		}
 		return k, 0, nil
 	}
+	// A message that alone exceeds a reuse limit never fits under any key: a fault of
+	// the message, not an outage to wait for.
 	if size > d.p.MaxBytes {
-		return nil, 0, fmt.Errorf("keyring: message of %d bytes is larger than ReusePolicy.MaxBytes (%d)", n, d.p.MaxBytes)
+		return nil, 0, fault.Mark(fmt.Errorf("keyring: message of %d bytes is larger than ReusePolicy.MaxBytes (%d)", n, d.p.MaxBytes), fault.Message)
 	}
 	if uses > d.p.MaxMessages {
-		return nil, 0, fmt.Errorf("keyring: %d uses of one key are more than ReusePolicy.MaxMessages (%d)", count, d.p.MaxMessages)
+		return nil, 0, fault.Mark(fmt.Errorf("keyring: %d uses of one key are more than ReusePolicy.MaxMessages (%d)", count, d.p.MaxMessages), fault.Message)
 	}
 	d.mu.Lock()
 	for {

@@ -17,16 +17,26 @@
 // Errors from a Keyring are *Error values that name the operation and the key, never the
 // key material, the token or the plaintext; errors.Is matches them against ErrUnavailable,
 // ErrPermissionDenied, ErrKeyNotFound, ErrVersionTooOld, ErrInvalidWrappedKey, ErrDecrypt,
-// ErrInvalidInput and ErrTransformNotAvailable.
+// ErrValueRefused, ErrInvalidInput and ErrTransformNotAvailable.
+//
+// Each kind has a fault class (package fault), which *Error reports: ErrVersionTooOld,
+// ErrInvalidWrappedKey, ErrDecrypt and ErrValueRefused are faults of the message (the
+// same message never passes); ErrUnavailable, ErrPermissionDenied, ErrKeyNotFound,
+// ErrInvalidInput and ErrTransformNotAvailable are faults of the environment (the message
+// passes once Vault, the token, the key or the configuration is mended), and so is an
+// *Error without a kind. Vault's answers are sorted by what they mean, not by their HTTP
+// status: Vault answers a request it refuses for its size (a value over its JSON limits)
+// with HTTP 500, which is ErrValueRefused, not ErrUnavailable.
 package keyring
 
 import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"errors"
 	"fmt"
 	"sync"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 )
 
 // DataKeySize is the size in bytes of every data key: AES-256.
@@ -77,19 +87,25 @@ func (k *DataKey) AEAD() (cipher.AEAD, error) {
 	return k.aead, k.err
 }
 
-// Error kinds, matched with errors.Is.
+// Error kinds, matched with errors.Is. Each carries its fault class.
 var (
-	// ErrUnavailable: the key service could not be reached or answered with a server error.
-	ErrUnavailable = errors.New("key service unavailable")
-	// ErrPermissionDenied: the key service refused the credentials for this operation.
-	ErrPermissionDenied = errors.New("permission denied by key service")
-	// ErrKeyNotFound: the named key-encryption key does not exist.
-	ErrKeyNotFound = errors.New("key-encryption key not found")
+	// ErrUnavailable: the key service could not be reached or answered with a server
+	// error. Environment.
+	ErrUnavailable = fault.New(fault.Environment, "key service unavailable")
+	// ErrPermissionDenied: the key service refused the credentials for this operation
+	// (Vault: a token expired, revoked, wrong, or without the policy). Environment: the
+	// message passes under a good token.
+	ErrPermissionDenied = fault.New(fault.Environment, "permission denied by key service")
+	// ErrKeyNotFound: the named key-encryption key does not exist. Environment: a key
+	// missing from the key service (deleted, not yet created, another mount) is mended
+	// there.
+	ErrKeyNotFound = fault.New(fault.Environment, "key-encryption key not found")
 	// ErrVersionTooOld: the wrapped key is under a key version the key service no longer
-	// allows for decryption (Vault: below min_decryption_version).
-	ErrVersionTooOld = errors.New("key version no longer allowed for decryption")
+	// allows for decryption (Vault: below min_decryption_version). Message.
+	ErrVersionTooOld = fault.New(fault.Message, "key version no longer allowed for decryption")
 	// ErrInvalidWrappedKey: the wrapped key is malformed or does not authenticate.
-	ErrInvalidWrappedKey = errors.New("invalid wrapped data key")
+	// Message.
+	ErrInvalidWrappedKey = fault.New(fault.Message, "invalid wrapped data key")
 )
 
 // Error is the error a Keyring returns. It names the operation and the key, and wraps
@@ -114,6 +130,16 @@ func (e *Error) Error() string {
 		msg += ": " + e.Err.Error()
 	}
 	return msg
+}
+
+// FaultClass is the class of e's Kind (see the Err* values); an *Error without a Kind is
+// of class fault.Environment, so that an answer nobody recognised can delay a message
+// but never have it acknowledged.
+func (e *Error) FaultClass() fault.Class {
+	if c := fault.ClassOf(e.Kind); c == fault.Message {
+		return c
+	}
+	return fault.Environment
 }
 
 func (e *Error) Unwrap() []error {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 )
 
 // ErrTransformNotAvailable: the Vault server has no Transform secrets engine. Transform is
@@ -18,7 +20,9 @@ import (
 // server built from it) answers "plugin not found in the catalog" when asked to enable
 // it and "no handler for route" for its paths. Field mode fpe gives format-preserving
 // encryption on any Vault (see Vault.FPEKey).
-var ErrTransformNotAvailable = errors.New("Vault Transform engine is not available on this server (Vault Enterprise with ADP only); use mode fpe instead")
+//
+// Environment: the server, not the message, lacks something.
+var ErrTransformNotAvailable = fault.New(fault.Environment, "Vault Transform engine is not available on this server (Vault Enterprise with ADP only); use mode fpe instead")
 
 // TransformOptions configures NewTransform.
 type TransformOptions struct {
@@ -159,7 +163,7 @@ func transformBatch(ctx context.Context, v *Vault, op, transformation string, va
 	for i, r := range results {
 		if r.Error != "" {
 			ve := &VaultError{StatusCode: r.status, Errors: v.scrub(cleanVaultError(r.Error), values[i])}
-			errs = append(errs, &Error{Op: fmt.Sprintf("%s item %d", op, i), KeyID: role, Kind: ErrInvalidInput, Err: ve})
+			errs = append(errs, &Error{Op: fmt.Sprintf("%s item %d", op, i), KeyID: role, Kind: transformKind(op, ve), Err: ve})
 			continue
 		}
 		if op == "encode" {
@@ -169,6 +173,24 @@ func transformBatch(ctx context.Context, v *Vault, op, transformation string, va
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// transformKind is the kind of one failed item of an encode or decode batch. An item
+// fails alone for its value (one the transformation's template does not match, one that
+// does not decode), a fault of the message; but a refusal that names something missing or
+// forbidden is about the environment, whichever item it is reported on.
+func transformKind(op string, ve *VaultError) error {
+	switch k := kindOf(op, ve); k {
+	case ErrPermissionDenied, ErrKeyNotFound, ErrUnavailable, ErrVersionTooOld, ErrValueRefused:
+		return k
+	}
+	if strings.Contains(strings.ToLower(strings.Join(ve.Errors, "; ")), "not found") {
+		return ErrKeyNotFound
+	}
+	if op == "decode" {
+		return ErrDecrypt
+	}
+	return ErrValueRefused
 }
 
 // notAvailable turns the answers of a Vault without the transform engine into

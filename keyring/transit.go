@@ -46,17 +46,28 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 )
 
 // Error kinds of field encryption, matched with errors.Is besides the kinds of keyring.go.
 var (
 	// ErrDecrypt: the ciphertext does not decrypt under the key: it was changed, it is
 	// malformed, or its associated data or derivation context differs from encryption's.
-	ErrDecrypt = errors.New("ciphertext does not decrypt")
+	// Message.
+	ErrDecrypt = fault.New(fault.Message, "ciphertext does not decrypt")
+	// ErrValueRefused: the key service refused one value for what it is, not for who
+	// asks: Vault refuses a request whose JSON exceeds its listener's limits
+	// (max_json_string_value_length, 1 MiB by default: a value over ~768 KiB before
+	// base64) with HTTP 500 "JSON string value exceeds allowed length", and one over
+	// max_request_size likewise. Message: the same value is always refused. Batch calls
+	// split a refused request until only the refused values fail, each in its item's Err.
+	ErrValueRefused = fault.New(fault.Message, "value refused by key service")
 	// ErrInvalidInput: the request does not fit the key (no context for a derived key,
-	// associated data for a key type without AEAD, context in some items only, ...). It is
-	// a configuration error, not a property of one message.
-	ErrInvalidInput = errors.New("input refused by key service")
+	// associated data for a key type without AEAD, context in some items only, a key or
+	// role name that is not one, ...). Environment: it is a configuration error, not a
+	// property of one message, and every message would fail the same way.
+	ErrInvalidInput = fault.New(fault.Environment, "input refused by key service")
 )
 
 var _ FieldKeyring = (*Vault)(nil)
@@ -221,11 +232,86 @@ type batchResult struct {
 	status       int    // HTTP status of the whole answer
 }
 
-// batch sends one batch_input request and returns batch_results, one per input. Vault
+// maxBatchItems and maxBatchBytes bound one batch_input request, well inside Vault's
+// default listener limits (10,000 array elements, 500,000 JSON tokens, 32 MiB
+// max_request_size): a large batch goes as several requests instead of being refused as a
+// whole, so that a refusal for size (ErrValueRefused) is about one value, never about
+// how many values were sent together.
+const (
+	maxBatchItems = 1000
+	maxBatchBytes = 8 << 20
+)
+
+// batch sends in as batch_input requests of at most maxBatchItems items and
+// maxBatchBytes bytes and returns batch_results, one per input, in order. The error is a
+// failure of a request as a whole; a value Vault refuses for its size fails alone, in its
+// item's result (see splitRefused).
+func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+	out := make([]batchResult, 0, len(in))
+	for start := 0; start < len(in); {
+		end, size := start, 2
+		for end < len(in) && end-start < maxBatchItems {
+			n := inputSize(in[end])
+			if end > start && size+n > maxBatchBytes {
+				break
+			}
+			size += n
+			end++
+		}
+		results, err := v.splitRefused(ctx, op, key, path, in[start:end])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, results...)
+		start = end
+	}
+	return out, nil
+}
+
+// inputSize is the size in bytes of one batch_input element as JSON, near enough.
+func inputSize(m map[string]string) int {
+	n := 2
+	for k, v := range m {
+		n += len(k) + len(v) + 6
+	}
+	return n
+}
+
+// splitRefused sends in as one request; if Vault refuses the request as a whole for its
+// content (ErrValueRefused: a value over its JSON limits, which it answers with HTTP 500
+// and no batch_results), it sends each half again, down to single items, so that only
+// the values at fault fail: each gets the refusal in its own result, and the others are
+// encrypted or decrypted. Costs about 2·log2(len(in)) extra requests per refused value,
+// on a path that only a message at fault takes.
+func (v *Vault) splitRefused(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+	results, err := v.batchOnce(ctx, op, key, path, in)
+	if err == nil || !errors.Is(err, ErrValueRefused) {
+		return results, err
+	}
+	if len(in) == 1 {
+		var ve *VaultError
+		if !errors.As(err, &ve) {
+			return nil, err
+		}
+		return []batchResult{{Error: strings.Join(ve.Errors, "\n"), status: ve.StatusCode}}, nil
+	}
+	half := len(in) / 2
+	first, err := v.splitRefused(ctx, op, key, path, in[:half])
+	if err != nil {
+		return nil, err
+	}
+	second, err := v.splitRefused(ctx, op, key, path, in[half:])
+	if err != nil {
+		return nil, err
+	}
+	return append(first, second...), nil
+}
+
+// batchOnce sends one batch_input request and returns batch_results, one per input. Vault
 // answers a batch with failed items with HTTP 400 (500 for internal errors) and still
 // lists every item's result, so an error answer that carries batch_results is per item,
 // and only one without them is a failure of the request.
-func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+func (v *Vault) batchOnce(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
 	body, err := json.Marshal(map[string]any{"batch_input": in})
 	if err != nil {
 		return nil, &Error{Op: op, KeyID: key, Err: err}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 )
 
@@ -533,6 +534,9 @@ func TestTransitErrors(t *testing.T) {
 			var ke *Error
 			if !errors.As(err, &ke) || !errors.Is(err, tc.kind) {
 				t.Fatalf("error = %v, want kind %v", err, tc.kind)
+			}
+			if got, want := fault.ClassOf(err), fault.ClassOf(tc.kind); got != want {
+				t.Errorf("class %v, want %v", got, want)
 			}
 			t.Logf("error: %v", err)
 			if tc.noRequest != nil && tc.noRequest.Calls() != before {

@@ -1,11 +1,13 @@
 package keyring
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -115,6 +117,18 @@ func (v *Vault) newClient(from *api.Client) (*api.Client, error) {
 	// holding it through a long backoff.
 	cfg.MaxRetries = 1
 	cfg.Timeout = v.timeout
+	retry := cfg.CheckRetry
+	if retry == nil {
+		retry = api.DefaultRetryPolicy
+	}
+	cfg.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if refusedForSize(resp) {
+			// Vault answers a request over its JSON limits with HTTP 500; the same
+			// request is refused again, so do not wait to send it twice.
+			return false, nil
+		}
+		return retry(ctx, resp, err)
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("keyring: vault client: %w", err)
@@ -127,6 +141,23 @@ func (v *Vault) newClient(from *api.Client) (*api.Client, error) {
 	// Wrapped after NewClient, which expects an *http.Transport for unix:// addresses.
 	cfg.HttpClient.Transport = &countingTransport{base: cfg.HttpClient.Transport, n: &v.calls}
 	return c, nil
+}
+
+// refusedForSize reports whether resp is Vault's refusal of a request over its JSON
+// limits (HTTP 500 "... exceeds allowed ..."). It reads the start of the body and puts it
+// back, so the caller still reads the whole answer.
+func refusedForSize(resp *http.Response) bool {
+	if resp == nil || resp.StatusCode != http.StatusInternalServerError || resp.Body == nil {
+		return false
+	}
+	head := make([]byte, 512)
+	n, _ := io.ReadFull(resp.Body, head)
+	head = head[:n]
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
+	return bytes.Contains(head, []byte("exceeds allowed"))
 }
 
 // countingTransport counts HTTP requests, retries included.
@@ -356,6 +387,12 @@ func kindOf(op string, ve *VaultError) error {
 		return ErrVersionTooOld
 	case ve.StatusCode == http.StatusForbidden || has("permission denied"):
 		return ErrPermissionDenied
+	case ve.StatusCode == http.StatusRequestEntityTooLarge || has("exceeds allowed", "request body too large"):
+		// Vault's JSON limits ("JSON string value exceeds allowed length", "JSON array
+		// exceeds allowed element count", ...) and max_request_size ("http: request body
+		// too large"), answered with HTTP 500 (http/util.go, wrapJSONLimitsHandler): a
+		// refusal of the request's content, before the first case about server errors.
+		return ErrValueRefused
 	case has("encryption key not found", "no existing key named", "key not found", "no handler for route") || ve.StatusCode == http.StatusNotFound:
 		return ErrKeyNotFound
 	case has("message authentication failed", "invalid ciphertext", "unable to decrypt", "invalid key version", "invalid version"):

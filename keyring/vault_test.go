@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 )
 
@@ -338,6 +340,9 @@ func TestVaultErrors(t *testing.T) {
 			var ke *Error
 			if !errors.As(err, &ke) || !errors.Is(err, tc.kind) || ke.Version != tc.version {
 				t.Fatalf("error = %v (version %d), want kind %v version %d", err, versionOf(ke), tc.kind, tc.version)
+			}
+			if got, want := fault.ClassOf(err), fault.ClassOf(tc.kind); got != want {
+				t.Errorf("class %v, want %v (the class of its kind)", got, want)
 			}
 			var ve *VaultError
 			if errors.As(err, &ve) {
