@@ -24,11 +24,12 @@ package envelope
 
 import (
 	"crypto/cipher"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
 	"unicode/utf8"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 )
 
 const (
@@ -43,19 +44,25 @@ const (
 )
 
 // Error kinds, matched with errors.Is. Errors wrap them with detail that names a field,
-// never a key, a metadata value or plaintext.
+// never a key, a metadata value or plaintext. Each is of class fault.Message: it is a
+// property of the message, and trying the same message again never helps.
 var (
 	// ErrNoEnvelope: the message carries no pubcrypt entries; it was not encrypted.
-	ErrNoEnvelope = errors.New("envelope: message is not encrypted")
+	ErrNoEnvelope = fault.New(fault.Message, "envelope: message is not encrypted")
 	// ErrMalformed: pubcrypt entries are present but do not follow the format (one
 	// missing, bad header, unknown version, bad sensitive block, ...).
-	ErrMalformed = errors.New("envelope: malformed encrypted message")
+	ErrMalformed = fault.New(fault.Message, "envelope: malformed encrypted message")
 	// ErrAuth: the ciphertext does not authenticate under the given key, nonce and
 	// associated data: something was changed, or the key is wrong.
-	ErrAuth = errors.New("envelope: message authentication failed")
+	ErrAuth = fault.New(fault.Message, "envelope: message authentication failed")
 	// ErrInvalidInput: Seal was given a message the format cannot carry (reserved key,
 	// invalid key ID, non-UTF-8 metadata, ...), or Open an unusable AEAD.
-	ErrInvalidInput = errors.New("envelope: invalid input")
+	//
+	// Class Message, because what Seal refuses is usually in the producer's message
+	// (metadata, size); the refusals of the key ID, the wrapped key and the AEAD, which
+	// come from the keyring and not from the message, are marked fault.Environment
+	// where they are made.
+	ErrInvalidInput = fault.New(fault.Message, "envelope: invalid input")
 )
 
 // SealInput is one message to encrypt.
@@ -87,10 +94,10 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 		return nil, nil, err
 	}
 	if !ValidKeyID(in.KeyID) {
-		return nil, nil, invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen)
+		return nil, nil, notMessage(invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen))
 	}
 	if !ValidValue(in.Wrapped) {
-		return nil, nil, invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen)
+		return nil, nil, notMessage(invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen))
 	}
 
 	visible := make([]string, 0, len(in.Metadata))
@@ -270,13 +277,18 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 // size would make cipher.AEAD panic.
 func checkAEAD(aead cipher.AEAD) error {
 	if aead == nil {
-		return invalid("nil AEAD")
+		return notMessage(invalid("nil AEAD"))
 	}
 	if aead.NonceSize() != nonceSize || aead.Overhead() != tagSize {
-		return invalid("AEAD must be AES-GCM with a %d-byte nonce and a %d-byte tag", nonceSize, tagSize)
+		return notMessage(invalid("AEAD must be AES-GCM with a %d-byte nonce and a %d-byte tag", nonceSize, tagSize))
 	}
 	return nil
 }
+
+// notMessage marks a refusal of what the keyring or the caller's code supplied (key ID,
+// wrapped key, AEAD) as a fault of the environment: another message would fail the same
+// way, so it must not be dead-lettered or skipped as if the message were at fault.
+func notMessage(err error) error { return fault.Mark(err, fault.Environment) }
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)

@@ -27,25 +27,30 @@
 // never a garbled value.
 package fields
 
-import "errors"
+import "github.com/pubcrypt/pubcrypt/fault"
 
 // Error kinds, matched with errors.Is. Errors name message indexes, message IDs and field
 // paths, never a field value or a key. A received message that does not follow the format
 // is also envelope.ErrMalformed; a MAC that does not verify is envelope.ErrAuth; a metadata
 // key the producer may not use is envelope.ErrInvalidInput; key-service failures are the
 // keyring's kinds (keyring.ErrVersionTooOld, ...).
+//
+// All four are of class fault.Message: retrying the same message never helps. ErrPolicy
+// is one too because the policies Protect meets per message come from the message (its
+// pubcrypt-protect entry or its struct tags); a producer's own policy is checked once,
+// at start (Sealer.CheckPolicy), where a class decides nothing.
 var (
 	// ErrPolicy: a policy that cannot be used (bad path, unknown mode, option on a mode
 	// that has none, a path twice or inside another, a key missing for a mode it uses).
-	ErrPolicy = errors.New("fields: invalid policy")
+	ErrPolicy = fault.New(fault.Message, "fields: invalid policy")
 	// ErrFieldType: a value its mode cannot protect: FPE on anything but a JSON string of
 	// digits and separators, or one too short for FF1 (also fpe.ErrDomainTooSmall).
-	ErrFieldType = errors.New("fields: value cannot be protected in this mode")
+	ErrFieldType = fault.New(fault.Message, "fields: value cannot be protected in this mode")
 	// ErrManifest: a manifest that does not follow the format, or would exceed
 	// MaxManifestLen bytes.
-	ErrManifest = errors.New("fields: invalid manifest")
+	ErrManifest = fault.New(fault.Message, "fields: invalid manifest")
 	// ErrNotJSON: a body to protect that is not one JSON value.
-	ErrNotJSON = errors.New("fields: body is not JSON")
+	ErrNotJSON = fault.New(fault.Message, "fields: body is not JSON")
 )
 
 // Input is one message to protect.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
@@ -194,8 +195,11 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []Received) []Opened {
 			vals, err := o.decodeBatch(ctx, b)
 			mu.Lock()
 			defer mu.Unlock()
+			// Values the engine refused come back empty, with an error of class Message;
+			// only their messages fail. Any other error fails every message in the call.
+			perItem := err != nil && fault.IsMessage(err) && len(vals) == len(b.values)
 			for j, ref := range b.refs {
-				if err != nil {
+				if err != nil && (!perItem || vals[j] == "") {
 					setErr(ref.msg, c, err)
 					continue
 				}
@@ -355,7 +359,7 @@ func (p *openPlan) finish() ([]byte, map[string]string, error) {
 }
 
 // decodeBatch sends the values of one Transform role and transformation in one call and
-// returns the decoded values, aligned with b.values.
+// returns the decoded values, aligned with b.values, and the engine's error if any.
 func (o *Opener) decodeBatch(ctx context.Context, b *transformBatch) ([]string, error) {
 	tr, ok := o.fk.(keyring.Transformer)
 	if !ok {
@@ -363,7 +367,8 @@ func (o *Opener) decodeBatch(ctx context.Context, b *transformBatch) ([]string, 
 	}
 	out, err := tr.TransformDecode(ctx, b.role, b.transformation, b.values)
 	if err != nil {
-		return nil, fmt.Errorf("decode %d fields with transform role %q: %w", len(b.values), b.role, err)
+		// out, when it has one entry per value, says which values were refused ("").
+		return out, fmt.Errorf("decode %d fields with transform role %q: %w", len(b.values), b.role, err)
 	}
 	if len(out) != len(b.values) {
 		return nil, fmt.Errorf("decode %d fields with transform role %q: key service returned %d values", len(b.values), b.role, len(out))

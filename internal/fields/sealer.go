@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fpe"
 	"github.com/pubcrypt/pubcrypt/keyring"
@@ -167,29 +169,121 @@ func (tb *transformBatches) add(r Rule, value string, ref itemRef) {
 	b.refs = append(b.refs, ref)
 }
 
+// BatchError is the error of Protect when some messages of the batch cannot be protected
+// for a fault of their own (class fault.Message: not JSON, a value its mode cannot
+// protect, a policy or metadata the format cannot carry, a value the key service refuses)
+// and nothing else failed. Errs has one entry per message of the batch, non-nil exactly
+// for the messages at fault. Protect returns no output with it: the batch fails closed,
+// and a caller can take the messages at fault out and protect the others again.
+type BatchError struct {
+	Errs []error
+}
+
+func (e *BatchError) Error() string {
+	var first []string
+	n := 0
+	for _, err := range e.Errs {
+		if err == nil {
+			continue
+		}
+		n++
+		if len(first) < 3 {
+			first = append(first, err.Error())
+		}
+	}
+	if n == 1 {
+		return first[0]
+	}
+	msg := fmt.Sprintf("fields: %d of %d messages cannot be protected: %s", n, len(e.Errs), strings.Join(first, "; "))
+	if n > len(first) {
+		msg += fmt.Sprintf("; and %d more", n-len(first))
+	}
+	return msg
+}
+
+// Unwrap returns the errors of the messages at fault, so that errors.Is finds their kinds.
+func (e *BatchError) Unwrap() []error {
+	var errs []error
+	for _, err := range e.Errs {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// FaultClass is fault.Message: every error in Errs is a fault of its message.
+func (e *BatchError) FaultClass() fault.Class { return fault.Message }
+
+// failures collects the message faults of one Protect call; calls to the key service run
+// concurrently and report into it.
+type failures struct {
+	mu   sync.Mutex
+	errs []error
+	n    int
+}
+
+// add records err for message i unless one is recorded already.
+func (f *failures) add(i int, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.errs[i] == nil {
+		f.errs[i] = err
+		f.n++
+	}
+}
+
+func (f *failures) has(i int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.errs[i] != nil
+}
+
 // Protect protects every message of a batch: it replaces the values each message's
 // policy selects, adds the envelope entries and the manifest, and MACs the result. The
 // key service sees one EncryptBatch call per Vault key for the whole batch (and an FPE key
 // request at most once per refresh interval). Protect fails closed: on any error it
 // returns no output at all.
+//
+// A fault of the environment (no data key, the key service unreachable or refusing the
+// token, a key missing) is returned as it is, at once. Faults of messages are collected
+// for the whole batch, without sending the values of those messages to the key service,
+// and returned as a *BatchError naming each message at fault, once every other message
+// is known to be protectable.
 func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	plans := make([]*sealPlan, len(msgs))
+	failed := &failures{errs: make([]error, len(msgs))}
+	// bad records a message fault of message i; any other error ends Protect.
+	bad := func(i int, err error) error {
+		if fault.IsMessage(err) {
+			failed.add(i, fmt.Errorf("fields: message %d: %w", i, err))
+			return nil
+		}
+		return fmt.Errorf("fields: message %d: %w", i, err)
+	}
 	var compiledFor Policy
 	var c *compiled
+	var compileErr error
 	needFPE := false
 	for i := range msgs {
 		in := &msgs[i]
 		// Messages of a batch usually share one policy: compile it once.
-		if c == nil || !samePolicy(in.Policy, compiledFor) {
-			var err error
-			if c, err = s.compile(in.Policy); err != nil {
-				return nil, fmt.Errorf("fields: message %d: %w", i, err)
-			}
+		if (c == nil && compileErr == nil) || !samePolicy(in.Policy, compiledFor) {
+			c, compileErr = s.compile(in.Policy)
 			compiledFor = in.Policy
+		}
+		if compileErr != nil {
+			if err := bad(i, compileErr); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		p, err := prepare(in, c)
 		if err != nil {
-			return nil, fmt.Errorf("fields: message %d: %w", i, err)
+			if err := bad(i, err); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		p.m.setKeys(s.keys)
 		plans[i] = p
@@ -204,7 +298,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 			return nil, err
 		}
 		for _, p := range plans {
-			if p.m.fpe != "" {
+			if p != nil && p.m.fpe != "" {
 				p.m.fpeVersion = version
 			}
 		}
@@ -214,63 +308,95 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	var transitRefs, detRefs []itemRef
 	var transforms transformBatches
 	for i, p := range plans {
-		if _, err := io.ReadFull(s.rand, p.m.id[:]); err != nil {
-			return nil, fmt.Errorf("fields: message ID: %w", err)
+		if p == nil {
+			continue
 		}
-		p.m.unsigned = p.m.formatUnsigned()
-		if n := len(p.m.unsigned) + len(tagField) + tagTextLen; n > MaxManifestLen {
-			return nil, fmt.Errorf("fields: message %d: %w: %d bytes exceeds the %d-byte limit", i, ErrManifest, n, MaxManifestLen)
+		// This message's key-service items join the batch only once the message is known
+		// to be protectable: the values of a message at fault are never sent.
+		var myTransit, myDet []keyring.TransitItem
+		var myTransitRefs, myDetRefs []itemRef
+		type transformValue struct {
+			r     Rule
+			value string
+			ref   itemRef
 		}
-		sizes := []int{len(p.in.Body)}
-		for k, mt := range p.matches {
-			r := p.c.rules[mt.rule]
-			raw := p.in.Body[mt.start:mt.end]
-			switch r.Mode {
-			case Transit:
-				transit = append(transit, keyring.TransitItem{Plaintext: raw, AssociatedData: fieldAD(p.m.id[:], mt.path)})
-				transitRefs = append(transitRefs, itemRef{i, k})
-			case Deterministic:
-				det = append(det, keyring.TransitItem{Plaintext: raw, Context: []byte(detContext + r.Path)})
-				detRefs = append(detRefs, itemRef{i, k})
-			case FPE:
-				out, err := encryptFPE(ff, r, raw)
-				if err != nil {
-					return nil, fmt.Errorf("fields: message %d: %w", i, err)
-				}
-				p.repl[k] = out
-			case Transform:
-				v, err := jsonString(raw)
-				if err != nil {
-					return nil, fmt.Errorf("fields: message %d: %w: field %q: transform needs a JSON string", i, ErrFieldType, mt.path)
-				}
-				transforms.add(r, v, itemRef{i, k})
-			case Envelope:
-				p.env = append(p.env, k)
-				sizes = append(sizes, len(raw))
+		var myTransforms []transformValue
+		err := func() error {
+			if _, err := io.ReadFull(s.rand, p.m.id[:]); err != nil {
+				return fault.Mark(fmt.Errorf("message ID: %w", err), fault.Environment)
 			}
-		}
-		key, seq0, err := s.reserve(ctx, sizes)
+			p.m.unsigned = p.m.formatUnsigned()
+			if n := len(p.m.unsigned) + len(tagField) + tagTextLen; n > MaxManifestLen {
+				return fmt.Errorf("%w: %d bytes exceeds the %d-byte limit", ErrManifest, n, MaxManifestLen)
+			}
+			sizes := []int{len(p.in.Body)}
+			for k, mt := range p.matches {
+				r := p.c.rules[mt.rule]
+				raw := p.in.Body[mt.start:mt.end]
+				switch r.Mode {
+				case Transit:
+					myTransit = append(myTransit, keyring.TransitItem{Plaintext: raw, AssociatedData: fieldAD(p.m.id[:], mt.path)})
+					myTransitRefs = append(myTransitRefs, itemRef{i, k})
+				case Deterministic:
+					myDet = append(myDet, keyring.TransitItem{Plaintext: raw, Context: []byte(detContext + r.Path)})
+					myDetRefs = append(myDetRefs, itemRef{i, k})
+				case FPE:
+					out, err := encryptFPE(ff, r, raw)
+					if err != nil {
+						return err
+					}
+					p.repl[k] = out
+				case Transform:
+					v, err := jsonString(raw)
+					if err != nil {
+						return fmt.Errorf("%w: field %q: transform needs a JSON string", ErrFieldType, mt.path)
+					}
+					myTransforms = append(myTransforms, transformValue{r, v, itemRef{i, k}})
+				case Envelope:
+					p.env = append(p.env, k)
+					sizes = append(sizes, len(raw))
+				}
+			}
+			key, seq0, err := s.reserve(ctx, sizes)
+			if err != nil {
+				return fmt.Errorf("data key: %w", err)
+			}
+			if !envelope.ValidKeyID(key.KeyID) || !envelope.ValidValue(key.Wrapped) {
+				// The keyring's fault, not the message's.
+				return fault.Mark(fmt.Errorf("%w: data key ID or wrapped key does not fit the envelope", envelope.ErrInvalidInput), fault.Environment)
+			}
+			p.key, p.seq0 = key, seq0
+			return nil
+		}()
 		if err != nil {
-			return nil, fmt.Errorf("fields: message %d: data key: %w", i, err)
+			if err := bad(i, err); err != nil {
+				return nil, err
+			}
+			plans[i] = nil
+			continue
 		}
-		if !envelope.ValidKeyID(key.KeyID) || !envelope.ValidValue(key.Wrapped) {
-			return nil, fmt.Errorf("fields: message %d: %w: data key ID or wrapped key does not fit the envelope", i, envelope.ErrInvalidInput)
+		transit, transitRefs = append(transit, myTransit...), append(transitRefs, myTransitRefs...)
+		det, detRefs = append(det, myDet...), append(detRefs, myDetRefs...)
+		for _, tv := range myTransforms {
+			transforms.add(tv.r, tv.value, tv.ref)
 		}
-		p.key, p.seq0 = key, seq0
 	}
 
 	var calls []func() error
 	if len(transit) > 0 {
-		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Transit, transit, transitRefs, plans) })
+		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Transit, transit, transitRefs, plans, failed) })
 	}
 	if len(det) > 0 {
-		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Deterministic, det, detRefs, plans) })
+		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Deterministic, det, detRefs, plans, failed) })
 	}
 	for _, b := range transforms.list {
-		calls = append(calls, func() error { return s.encode(ctx, b, plans) })
+		calls = append(calls, func() error { return s.encode(ctx, b, plans, failed) })
 	}
 	if err := concurrently(calls...); err != nil {
 		return nil, err
+	}
+	if failed.n > 0 {
+		return nil, &BatchError{Errs: failed.errs}
 	}
 
 	out := make([]Output, len(plans))
@@ -332,17 +458,32 @@ func prepare(in *Input, c *compiled) (*sealPlan, error) {
 }
 
 // encrypt sends the items of one Vault key in one call and writes the ciphertexts into
-// the plans.
-func (s *Sealer) encrypt(ctx context.Context, key string, items []keyring.TransitItem, refs []itemRef, plans []*sealPlan) error {
+// the plans. An item the key service refuses for its value fails its message (into
+// failed); any other failure is returned and fails the batch.
+func (s *Sealer) encrypt(ctx context.Context, key string, items []keyring.TransitItem, refs []itemRef, plans []*sealPlan, failed *failures) error {
 	if err := s.fk.EncryptBatch(ctx, key, items); err != nil {
-		return fmt.Errorf("fields: encrypt %d fields with key %q: %w", len(items), key, err)
+		err = fmt.Errorf("fields: encrypt %d fields with key %q: %w", len(items), key, err)
+		if !fault.IsMessage(err) {
+			return err
+		}
+		// Refused as a whole for what was sent: every message in it is at fault, as far
+		// as can be known.
+		for _, ref := range refs {
+			failed.add(ref.msg, err)
+		}
+		return nil
 	}
 	for j, it := range items {
 		ref := refs[j]
 		p := plans[ref.msg]
 		path := p.matches[ref.match].path
 		if it.Err != nil {
-			return fmt.Errorf("fields: message %d: field %q: encrypt with key %q: %w", ref.msg, path, key, it.Err)
+			err := fmt.Errorf("fields: message %d: field %q: encrypt with key %q: %w", ref.msg, path, key, it.Err)
+			if !fault.IsMessage(err) {
+				return err
+			}
+			failed.add(ref.msg, err)
+			continue
 		}
 		if len(it.Ciphertext) < len("vault:") || it.Ciphertext[:len("vault:")] != "vault:" || !plainString(it.Ciphertext) {
 			return fmt.Errorf("fields: message %d: field %q: key service returned a ciphertext that is not vault:... in printable ASCII", ref.msg, path)
@@ -353,15 +494,27 @@ func (s *Sealer) encrypt(ctx context.Context, key string, items []keyring.Transi
 }
 
 // encode sends the values of one Transform role and transformation in one call and writes
-// the encoded values into the plans.
-func (s *Sealer) encode(ctx context.Context, b *transformBatch, plans []*sealPlan) error {
+// the encoded values into the plans. Values the engine refuses fail their messages, as in
+// encrypt; the refused ones are those it returned no value for.
+func (s *Sealer) encode(ctx context.Context, b *transformBatch, plans []*sealPlan, failed *failures) error {
 	tr, ok := s.fk.(keyring.Transformer)
 	if !ok {
-		return fmt.Errorf("fields: %w: mode transform needs a key service that implements keyring.Transformer", ErrPolicy)
+		return fault.Mark(fmt.Errorf("fields: %w: mode transform needs a key service that implements keyring.Transformer", ErrPolicy), fault.Environment)
 	}
 	out, err := tr.TransformEncode(ctx, b.role, b.transformation, b.values)
 	if err != nil {
-		return fmt.Errorf("fields: transform %d fields with role %q: %w", len(b.values), b.role, err)
+		err = fmt.Errorf("fields: transform %d fields with role %q: %w", len(b.values), b.role, err)
+		if !fault.IsMessage(err) {
+			return err
+		}
+		for j, ref := range b.refs {
+			if len(out) != len(b.values) || out[j] == "" {
+				failed.add(ref.msg, err)
+			}
+		}
+		if len(out) != len(b.values) {
+			return nil
+		}
 	}
 	if len(out) != len(b.values) {
 		return fmt.Errorf("fields: transform %d fields with role %q: key service returned %d values", len(b.values), b.role, len(out))
@@ -369,8 +522,12 @@ func (s *Sealer) encode(ctx context.Context, b *transformBatch, plans []*sealPla
 	for j, v := range out {
 		ref := b.refs[j]
 		p := plans[ref.msg]
+		if failed.has(ref.msg) {
+			continue
+		}
 		if !plainString(v) {
-			return fmt.Errorf("fields: message %d: field %q: %w: transform role %q returned a value that is not printable ASCII without '\"' or '\\'", ref.msg, p.matches[ref.match].path, ErrFieldType, b.role)
+			// What the role returns is the key service's doing, not the message's.
+			return fault.Mark(fmt.Errorf("fields: message %d: field %q: %w: transform role %q returned a value that is not printable ASCII without '\"' or '\\'", ref.msg, p.matches[ref.match].path, ErrFieldType, b.role), fault.Environment)
 		}
 		p.repl[ref.match] = quoted(v)
 	}
