@@ -6,10 +6,14 @@
 // Data keys are unwrapped through the keyring and kept in a bounded cache, so a stream
 // under one data key costs one key-service call.
 //
-// A message that cannot be decrypted — tampered with, under an unknown or retired key,
-// refused by the key service, or without an envelope — is returned as a *DecryptError
-// that carries the raw message. The subscription is not affected: ack the message,
-// dead-letter it, or stop, and call Receive again for the next one.
+// A message that cannot be decrypted is returned as a *DecryptError that carries the raw
+// message, and the subscription is not affected: call Receive again for the next one.
+// What to do with the message depends on DecryptError.Class. A fault of the message
+// (fault.Message: tampered with, malformed, without an envelope, under a retired key
+// version) never passes: ack it, dead-letter it, or stop. A fault of the environment
+// (fault.Environment: Vault unreachable, the token expired, revoked or refused, the key
+// missing) passes once the environment is mended: never ack such a message; nack it, or
+// where the broker cannot redeliver (Kafka), keep it and Decrypt it again later.
 package cryptsub
 
 import (
@@ -21,15 +25,18 @@ import (
 
 	"gocloud.dev/pubsub"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
-// Reasons a message cannot be decrypted, matched with errors.Is on a *DecryptError.
-// Key-service failures match the keyring kinds instead (keyring.ErrPermissionDenied,
-// keyring.ErrKeyNotFound, keyring.ErrVersionTooOld, keyring.ErrUnavailable, ...).
+// Reasons a message cannot be decrypted, matched with errors.Is on a *DecryptError; all
+// three are of class fault.Message. Key-service failures match the keyring kinds instead
+// (keyring.ErrPermissionDenied, keyring.ErrKeyNotFound, keyring.ErrUnavailable: class
+// Environment; keyring.ErrVersionTooOld, keyring.ErrInvalidWrappedKey, keyring.ErrDecrypt:
+// class Message).
 var (
 	// ErrNoEnvelope: the message carries no pubcrypt envelope (it was not encrypted).
 	ErrNoEnvelope = envelope.ErrNoEnvelope
@@ -43,12 +50,24 @@ var (
 // DecryptError reports a message that Receive could not decrypt.
 type DecryptError struct {
 	// Message is the message as the broker delivered it (ciphertext body, raw metadata).
-	// Ack or Nack it; the subscription keeps working either way.
+	// Ack it only if Class is fault.Message; the subscription keeps working either way.
 	Message *pubsub.Message
 	// Err says why; match it with errors.Is against the Err* values of this package and
 	// of package keyring.
 	Err error
 }
+
+// Class is whose fault the failure is (fault.ClassOf of Err). fault.Message: the message
+// itself will never decrypt (tampered, malformed, no envelope, a key version below
+// min_decryption_version); it may be acked, dead-lettered or skipped. fault.Environment:
+// the key service is unreachable or slow, the token is expired, revoked or lacks the
+// policy, or the key is missing; the same message decrypts once that is mended, so it must
+// not be acked. An error nobody classified is Environment.
+func (e *DecryptError) Class() fault.Class { return fault.ClassOf(e.Err) }
+
+// FaultClass implements fault.Classifier, so that fault.ClassOf answers for a
+// *DecryptError, wrapped or not.
+func (e *DecryptError) FaultClass() fault.Class { return e.Class() }
 
 func (e *DecryptError) Error() string {
 	id := ""
@@ -63,10 +82,13 @@ func (e *DecryptError) Error() string {
 
 func (e *DecryptError) Unwrap() error { return e.Err }
 
-// Retryable reports whether the failure may pass if the same message is tried again later
-// (the key service was unreachable), as opposed to one that never will (tampering, no
-// envelope, permission denied, retired key version).
-func (e *DecryptError) Retryable() bool { return errors.Is(e.Err, keyring.ErrUnavailable) }
+// Retryable reports whether the failure may pass if the same message is tried again later:
+// Class() == fault.Environment. That is the key service unreachable, but also permission
+// denied (a token expired or revoked) and a key not found: the message must then be
+// retried later (nacked, or kept and passed to Decrypt) and never acked. Not retryable
+// are the faults of the message: tampering, no envelope, a malformed envelope, a retired
+// key version.
+func (e *DecryptError) Retryable() bool { return e.Class() == fault.Environment }
 
 // Options configure a Subscription.
 type Options struct {
@@ -237,8 +259,9 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 }
 
 // Decrypt decrypts a raw message in place, as Receive does: for retrying the Message of a
-// *DecryptError whose Retryable() is true (the key service was unreachable) on a broker
-// that cannot redeliver it (Kafka has no Nack). On error m is left as it was.
+// *DecryptError whose Class() is fault.Environment (the key service unreachable, the token
+// refused, the key missing) on a broker that cannot redeliver it (Kafka has no Nack). On
+// error m is left as it was.
 func (s *Subscription) Decrypt(ctx context.Context, m *pubsub.Message) (Info, error) {
 	return s.open(ctx, m)
 }
