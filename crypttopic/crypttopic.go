@@ -10,6 +10,14 @@
 //
 // Send fails closed: if no data key can be had or the message cannot be sealed, Send
 // returns an error and nothing reaches the broker.
+//
+// Every error of Send, SendBatch and SendValue has a fault class (package fault). A fault
+// of the message (fault.Message: a body that is not JSON under a field policy, a value
+// its mode cannot protect, metadata the format cannot carry, a value the key service
+// refuses, a message over the broker's limits) never passes: take the message out
+// (dead-letter it, skip it) and go on. A fault of the environment (fault.Environment: no
+// data key, the key service unreachable or refusing the token, a key missing, the broker
+// failing the send) passes once mended: keep the message and send it again later.
 package crypttopic
 
 import (
@@ -22,6 +30,7 @@ import (
 
 	"gocloud.dev/pubsub"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
@@ -60,8 +69,12 @@ type Options struct {
 }
 
 // ErrTooLarge is matched (errors.Is) by the error of a send refused because the encrypted
-// message exceeds a limit of Options.Broker; the message was not sent.
+// message exceeds a limit of Options.Broker; the message was not sent. Such an error is
+// of class fault.Message.
 var ErrTooLarge = broker.ErrTooLarge
+
+// errNilMessage is the fault of a nil message: there is nothing to send, ever.
+var errNilMessage = fault.New(fault.Message, "nil message")
 
 // Topic encrypts messages and sends them on the topic it wraps.
 type Topic struct {
@@ -145,19 +158,23 @@ func Open(ctx context.Context, url string, opts Options) (*Topic, error) {
 // Send encrypts m and sends it: its JSON fields if a field policy applies (Options.Fields
 // or the message's ProtectKey entry), else its whole body. m itself is not modified; its
 // BeforeSend and AfterSend hooks are carried over. On any error before the broker is
-// reached, nothing is sent.
+// reached, nothing is sent. The error's class (fault.ClassOf) says whether m itself is at
+// fault (fault.Message) or the environment (fault.Environment); see the package comment.
 func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
 	if m == nil {
-		return errors.New("crypttopic: send: nil message")
+		return fmt.Errorf("crypttopic: send: %w", errNilMessage)
 	}
 	p, err := t.policyFor(m)
 	if err != nil {
 		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
 	}
 	if len(p) > 0 {
-		out, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
+		out, errs, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
 		if err != nil {
 			return err
+		}
+		if errs != nil {
+			return fmt.Errorf("crypttopic: send: fields not protected, message not sent: %w", errs[0])
 		}
 		return t.send(ctx, out[0])
 	}
@@ -170,17 +187,38 @@ func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
 
 // send sends an encrypted message if it fits the broker's limits (Options.Broker).
 func (t *Topic) send(ctx context.Context, m *pubsub.Message) error {
-	if err := t.limits.Check(m.Body, m.Metadata); err != nil {
+	if err := t.fits(m); err != nil {
 		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
 	}
-	return t.topic.Send(ctx, m)
+	if err := t.topic.Send(ctx, m); err != nil {
+		return brokerFault(err)
+	}
+	return nil
+}
+
+// fits checks an encrypted message against the broker's limits. Too large is the
+// message's fault: it would be refused again.
+func (t *Topic) fits(m *pubsub.Message) error {
+	return fault.Mark(t.limits.Check(m.Body, m.Metadata), fault.Message)
+}
+
+// brokerFault classifies a failure of the wrapped topic's Send: the environment's (the
+// broker is down, the topic missing, the credentials refused). The class of an error the
+// driver classified itself is kept; gocloud's drivers classify none, and a message too
+// large for the broker is refused by fits before it gets there.
+func brokerFault(err error) error {
+	var c fault.Classifier
+	if errors.As(err, &c) {
+		return err
+	}
+	return fault.Mark(err, fault.Environment)
 }
 
 // seal encrypts the whole body of m (docs/FORMAT.md).
 func (t *Topic) seal(ctx context.Context, m *pubsub.Message) (*pubsub.Message, error) {
 	key, seq, err := t.keys.Take(ctx, len(m.Body))
 	if err != nil {
-		t.log.ErrorContext(ctx, "no data key: message not sent", "err", err)
+		t.log.ErrorContext(ctx, "no data key: message not sent", "class", fault.ClassOf(err), "err", err)
 		return nil, fmt.Errorf("crypttopic: send: no data key, message not sent: %w", err)
 	}
 	if seq == 0 {
@@ -188,7 +226,8 @@ func (t *Topic) seal(ctx context.Context, m *pubsub.Message) (*pubsub.Message, e
 	}
 	aead, err := key.AEAD()
 	if err != nil {
-		return nil, fmt.Errorf("crypttopic: send: %w", err)
+		// A data key that is not one: the keyring's fault.
+		return nil, fault.Mark(fmt.Errorf("crypttopic: send: %w", err), fault.Environment)
 	}
 	body, md, err := envelope.Seal(envelope.SealInput{
 		AEAD:      aead,

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 
 	"gocloud.dev/pubsub"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 )
 
@@ -66,7 +68,9 @@ func FieldPolicyOf(v any) (FieldPolicy, error) { return fields.PolicyOf(reflect.
 
 // SendValue marshals v to JSON and sends it, protecting the fields its struct tags name
 // (`json:"card_number" pubcrypt:"fpe,bin,luhn"`). A type without pubcrypt tags is sent
-// under Options.Fields, or with its whole body encrypted.
+// under Options.Fields, or with its whole body encrypted. Errors are classified as those
+// of Send; a value that does not marshal, or tags that are not a policy, are faults of
+// the message.
 func (t *Topic) SendValue(ctx context.Context, v any, md map[string]string) error {
 	p, err := fields.PolicyOf(reflect.TypeOf(v))
 	if err != nil {
@@ -74,42 +78,112 @@ func (t *Topic) SendValue(ctx context.Context, v any, md map[string]string) erro
 	}
 	body, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("crypttopic: send value: %w", err)
+		return fault.Mark(fmt.Errorf("crypttopic: send value: %w", err), fault.Message)
 	}
 	m := &pubsub.Message{Body: body, Metadata: md}
 	if len(p) == 0 {
 		return t.Send(ctx, m)
 	}
-	out, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
+	out, errs, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
 	if err != nil {
 		return err
+	}
+	if errs != nil {
+		return fmt.Errorf("crypttopic: send value: fields not protected, message not sent: %w", errs[0])
 	}
 	return t.send(ctx, out[0])
 }
 
+// BatchError is the error of SendBatch when some of its messages cannot be sent for a
+// fault of their own (class fault.Message: a body that is not JSON under a field policy,
+// a value its mode cannot protect such as a card number given as a JSON number, metadata
+// the format cannot carry, a value the key service refuses, a message over the broker's
+// limits) and no fault of the environment occurred. Nothing of the batch was sent.
+//
+// Errs has one entry per message given to SendBatch, non-nil exactly for the messages at
+// fault, each naming the message's index and why, never its content. A bridge takes
+// those out (dead-letters them, skips them and counts them) and sends the others again.
+type BatchError struct {
+	Errs []error
+}
+
+func (e *BatchError) Error() string {
+	var first []string
+	n := 0
+	for _, err := range e.Errs {
+		if err == nil {
+			continue
+		}
+		n++
+		if len(first) < 3 {
+			first = append(first, err.Error())
+		}
+	}
+	msg := fmt.Sprintf("crypttopic: send batch: %d of %d messages cannot be sent, so none was: %s", n, len(e.Errs), strings.Join(first, "; "))
+	if n > len(first) {
+		msg += fmt.Sprintf("; and %d more", n-len(first))
+	}
+	return msg
+}
+
+// Unwrap returns the errors of the messages at fault, so that errors.Is finds their kinds
+// (ErrTooLarge, keyring.ErrValueRefused, ...).
+func (e *BatchError) Unwrap() []error {
+	var errs []error
+	for _, err := range e.Errs {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// FaultClass is fault.Message: only messages are at fault.
+func (e *BatchError) FaultClass() fault.Class { return fault.Message }
+
 // SendBatch encrypts msgs together and sends them: the transit and deterministic fields
 // of the whole batch go to Vault in one call per key. The messages are sent concurrently,
 // so their order on the broker within one batch is not kept; use Send in sequence where
-// order matters. It fails closed for the batch: if
-// any message cannot be protected, none is sent. Sends run concurrently; the error joins
-// the failures of individual sends.
+// order matters.
+//
+// It fails closed for the batch: if any message cannot be protected, none is sent. When
+// that is because of faults of single messages and nothing else failed, the error is a
+// *BatchError (errors.As) whose Errs names exactly those messages, found across the whole
+// batch: take them out, dead-letter or skip them, and send the rest again. A fault of the
+// environment (no data key, Vault unreachable or refusing the token, a key missing) is
+// returned as it is, class fault.Environment, and no message is blamed: send the same
+// batch again later. Once every message is protected, sends run concurrently; the error
+// then joins the failures of individual sends (class fault.Environment), and the messages
+// whose sends did not fail may have reached the broker.
 func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
+	errs := make([]error, len(msgs))
+	nbad := 0
+	bad := func(i int, err error) {
+		errs[i] = fmt.Errorf("message %d: %w", i, err)
+		nbad++
+	}
 	var fieldMsgs []*pubsub.Message
 	var policies []FieldPolicy
 	out := make([]*pubsub.Message, len(msgs))
 	var fieldIdx []int
 	for i, m := range msgs {
 		if m == nil {
-			return fmt.Errorf("crypttopic: send batch: message %d is nil", i)
+			bad(i, errNilMessage)
+			continue
 		}
 		p, err := t.policyFor(m)
 		if err != nil {
-			return fmt.Errorf("crypttopic: send batch: message %d: %w", i, err)
+			bad(i, err)
+			continue
 		}
 		if len(p) == 0 {
 			sealed, err := t.seal(ctx, m)
 			if err != nil {
-				return fmt.Errorf("crypttopic: send batch: message %d: %w", i, err)
+				if fault.IsMessage(err) {
+					bad(i, err)
+					continue
+				}
+				return fmt.Errorf("crypttopic: send batch: message %d, and so none: %w", i, err)
 			}
 			out[i] = sealed
 			continue
@@ -117,21 +191,33 @@ func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
 		fieldMsgs, policies, fieldIdx = append(fieldMsgs, m), append(policies, p), append(fieldIdx, i)
 	}
 	if len(fieldMsgs) > 0 {
-		protected, err := t.protect(ctx, fieldMsgs, policies)
+		protected, ferrs, err := t.protect(ctx, fieldMsgs, policies)
 		if err != nil {
 			return err
 		}
 		for j, i := range fieldIdx {
+			if ferrs != nil {
+				if ferrs[j] != nil {
+					bad(i, fmt.Errorf("fields not protected: %w", ferrs[j]))
+				}
+				continue
+			}
 			out[i] = protected[j]
 		}
 	}
 	for i, m := range out { // fail closed for the batch: check every message before sending any
-		if err := t.limits.Check(m.Body, m.Metadata); err != nil {
-			return fmt.Errorf("crypttopic: send batch: message %d not sent, nor any other: %w", i, err)
+		if m == nil {
+			continue
+		}
+		if err := t.fits(m); err != nil {
+			bad(i, err)
 		}
 	}
+	if nbad > 0 {
+		t.log.WarnContext(ctx, "messages cannot be protected: batch not sent", "messages", len(msgs), "at_fault", nbad)
+		return &BatchError{Errs: errs}
+	}
 	var wg sync.WaitGroup
-	errs := make([]error, len(out))
 	for i, m := range out {
 		wg.Go(func() {
 			if err := t.topic.Send(ctx, m); err != nil {
@@ -141,7 +227,7 @@ func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("crypttopic: send batch: %w", err)
+		return brokerFault(fmt.Errorf("crypttopic: send batch: %w", err))
 	}
 	return nil
 }
@@ -160,10 +246,18 @@ func (t *Topic) policyFor(m *pubsub.Message) (FieldPolicy, error) {
 }
 
 // protect runs the field codec over a batch; nothing is returned unless every message
-// could be protected.
-func (t *Topic) protect(ctx context.Context, msgs []*pubsub.Message, policies []FieldPolicy) ([]*pubsub.Message, error) {
+// could be protected. errs, when not nil, has one entry per message, non-nil for each
+// message at fault (and nothing else failed); err is any other failure.
+func (t *Topic) protect(ctx context.Context, msgs []*pubsub.Message, policies []FieldPolicy) (out []*pubsub.Message, errs []error, err error) {
 	if t.sealer == nil {
-		return nil, errors.New("crypttopic: field-level encryption needs a keyring that implements keyring.FieldKeyring (keyring.Vault does); message not sent")
+		// A message asked for fields (ProtectKey) from a topic whose keyring cannot: the
+		// message cannot be sent here, ever.
+		err := fault.Mark(errors.New("field-level encryption needs a keyring that implements keyring.FieldKeyring (keyring.Vault does)"), fault.Message)
+		errs := make([]error, len(msgs))
+		for i := range errs {
+			errs[i] = err
+		}
+		return nil, errs, nil
 	}
 	in := make([]fields.Input, len(msgs))
 	for i, m := range msgs {
@@ -179,13 +273,17 @@ func (t *Topic) protect(ctx context.Context, msgs []*pubsub.Message, policies []
 		in[i] = fields.Input{Body: m.Body, Metadata: md, Policy: policies[i]}
 	}
 	res, err := t.sealer.Protect(ctx, in)
-	if err != nil {
-		t.log.ErrorContext(ctx, "fields not protected: messages not sent", "messages", len(msgs), "err", err)
-		return nil, fmt.Errorf("crypttopic: protect fields, message(s) not sent: %w", err)
+	var be *fields.BatchError
+	if errors.As(err, &be) && len(be.Errs) == len(msgs) {
+		return nil, be.Errs, nil
 	}
-	out := make([]*pubsub.Message, len(res))
+	if err != nil {
+		t.log.ErrorContext(ctx, "fields not protected: messages not sent", "messages", len(msgs), "class", fault.ClassOf(err), "err", err)
+		return nil, nil, fmt.Errorf("crypttopic: protect fields, message(s) not sent: %w", err)
+	}
+	out = make([]*pubsub.Message, len(res))
 	for i, r := range res {
 		out[i] = &pubsub.Message{Body: r.Body, Metadata: r.Metadata, BeforeSend: msgs[i].BeforeSend, AfterSend: msgs[i].AfterSend}
 	}
-	return out, nil
+	return out, nil, nil
 }
