@@ -5,11 +5,18 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"gocloud.dev/pubsub"
 
+	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -17,6 +24,7 @@ import (
 // environment variables.
 type vaultFlags struct {
 	mount, key, detKey, fpeKey string
+	timeout                    time.Duration
 }
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
@@ -24,18 +32,38 @@ func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.key, "vault-key", "pubcrypt", "transit key that wraps data keys and encrypts transit fields")
 	fs.StringVar(&v.detKey, "vault-det-key", "pubcrypt-det", "derived convergent transit key for deterministic fields")
 	fs.StringVar(&v.fpeKey, "vault-fpe-key", "pubcrypt-fpe", "transit key from which format-preserving-encryption keys are derived")
+	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault")
 }
 
 // keyring returns the Vault keyring, refusing early when Vault's variables are missing so
 // that the user gets one line to fix rather than a connection error later.
 func (v *vaultFlags) keyring() (*keyring.Vault, error) {
 	if os.Getenv("VAULT_ADDR") == "" {
-		return nil, errors.New("VAULT_ADDR is not set: export VAULT_ADDR=https://vault.example:8200 (and VAULT_TOKEN)")
+		return nil, usagef("VAULT_ADDR is not set: export VAULT_ADDR=https://vault.example:8200 (and VAULT_TOKEN)")
 	}
 	if os.Getenv("VAULT_TOKEN") == "" {
-		return nil, errors.New("VAULT_TOKEN is not set: export a Vault token allowed to use the transit keys")
+		return nil, usagef("VAULT_TOKEN is not set: export a Vault token allowed to use the transit keys")
 	}
-	return keyring.NewVault(keyring.VaultOptions{Mount: v.mount, Key: v.key})
+	if v.timeout <= 0 {
+		return nil, usagef("--vault-timeout must be positive")
+	}
+	return keyring.NewVault(keyring.VaultOptions{Mount: v.mount, Key: v.key, Timeout: v.timeout})
+}
+
+// brokerFlags bound the waits on the broker.
+type brokerFlags struct {
+	timeout time.Duration
+}
+
+func (b *brokerFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&b.timeout, "broker-timeout", broker.DefaultTimeout, "longest wait for the broker: to open and check a topic at start, for one request, for one send (Kafka subscriptions need more than 10s)")
+}
+
+func (b *brokerFlags) options() (broker.Options, error) {
+	if b.timeout <= 0 {
+		return broker.Options{}, usagef("--broker-timeout must be positive")
+	}
+	return broker.Options{Timeout: b.timeout}, nil
 }
 
 // stopFlags bound how long a reading command runs.
@@ -70,7 +98,7 @@ func (s *stopFlags) done(n int) bool { return s.max > 0 && n >= s.max }
 
 func requireFlag(fs *flag.FlagSet, name, value string) error {
 	if value == "" {
-		return fmt.Errorf("--%s is required (see pubcrypt %s -h)", name, fs.Name()[len("pubcrypt "):])
+		return usagef("--%s is required (see pubcrypt %s -h)", name, fs.Name()[len("pubcrypt "):])
 	}
 	return nil
 }
@@ -79,9 +107,282 @@ func requireFlag(fs *flag.FlagSet, name, value string) error {
 // retried: a broker that cannot be reached must not keep the command alive past its end.
 const shutdownTimeout = 10 * time.Second
 
-// shutdown flushes and closes a topic or subscription within shutdownTimeout.
+// shutdown flushes and closes a topic or subscription within shutdownTimeout. gocloud's
+// Shutdown waits for the driver to close whatever its context says (kafkapubsub leaves
+// its consumer group over the network), so a shutdown that has not returned by then is
+// abandoned: the process is about to end, and what it did not acknowledge is delivered
+// again.
 func shutdown(s interface{ Shutdown(context.Context) error }) error {
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	return s.Shutdown(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fault.Mark(fmt.Errorf("shutdown did not finish within %v: %w", shutdownTimeout, ctx.Err()), fault.Environment)
+	}
+}
+
+// drainTimeout is how long work already begun (a batch being sent) may go on after an
+// interrupt, so that it is finished and acknowledged rather than cut in half.
+const drainTimeout = time.Second
+
+// drainContext returns a context for work begun under ctx: it ends drainTimeout after ctx
+// does, or when release is called.
+func drainContext(ctx context.Context) (wctx context.Context, release context.CancelFunc) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(drainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-wctx.Done():
+		}
+	})
+	return wctx, func() { stop(); cancel() }
+}
+
+// interrupted reports whether err only says that ctx, the command's own context, ended.
+func interrupted(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}
+
+// Backoff between attempts while an outage lasts: 200 ms doubling to 30 s, with jitter so
+// that many bridges restarted by one outage do not knock in step.
+const (
+	backoffFirst = 200 * time.Millisecond
+	backoffMax   = 30 * time.Second
+)
+
+// outage rides out faults of the environment in a long-running command: it waits with
+// bounded exponential backoff between attempts, logs an outage once when it begins (with
+// its class) and once when it ends, and gives up when the outage has lasted longer than
+// max (0: never).
+type outage struct {
+	log   *slog.Logger
+	max   time.Duration
+	since time.Time // zero: no outage now
+	delay time.Duration
+	what  string
+	tries int
+}
+
+// wait records that what failed with err and sleeps before the next attempt. It returns
+// ctx's error when ctx ends, and an environment fault when the outage has outlasted max.
+func (o *outage) wait(ctx context.Context, what string, err error) error {
+	now := time.Now()
+	if o.since.IsZero() {
+		o.since, o.delay, o.what, o.tries = now, backoffFirst, what, 0
+		o.logger().Warn("outage: holding the messages, retrying until it ends", "at", what, "class", fault.ClassOf(err), "err", err)
+	} else {
+		o.delay = min(2*o.delay, backoffMax)
+	}
+	o.tries++
+	if o.max > 0 && now.Sub(o.since) >= o.max {
+		return fault.Mark(fmt.Errorf("%s: outage of %v, longer than --max-outage %v (%d attempts): %w",
+			what, now.Sub(o.since).Round(time.Millisecond), o.max, o.tries, err), fault.Environment)
+	}
+	d := o.delay/2 + rand.N(o.delay/2+1)
+	if o.max > 0 {
+		d = min(d, o.since.Add(o.max).Sub(now)+time.Millisecond)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// over records that work went through: an outage in progress has ended.
+func (o *outage) over() {
+	if o.since.IsZero() {
+		return
+	}
+	o.logger().Warn("outage over: going on", "at", o.what, "lasted", time.Since(o.since).Round(time.Millisecond), "attempts", o.tries)
+	o.since = time.Time{}
+}
+
+func (o *outage) logger() *slog.Logger {
+	if o.log == nil {
+		return slog.Default()
+	}
+	return o.log
+}
+
+// What a long-running command does with a fault of a message (a message that can never
+// pass: not JSON where a field policy needs JSON, tampered with, no envelope, ...).
+const (
+	onFaultDeadLetter = "dead-letter" // send it, encrypted whole-body, to --dead-letter, then acknowledge it
+	onFaultSkip       = "skip"        // acknowledge it, count it, go on
+	onFaultStop       = "stop"        // stop with an error naming it, without acknowledging it
+)
+
+// faultFlags choose what a long-running command does with a fault of a message and how
+// long it rides out a fault of the environment.
+type faultFlags struct {
+	onMessage  string
+	deadLetter string
+	maxOutage  time.Duration
+}
+
+func (f *faultFlags) register(fs *flag.FlagSet, what string) {
+	fs.StringVar(&f.onMessage, "on-message-fault", "", "what to do with "+what+": dead-letter (to --dead-letter, encrypted whole-body, then acknowledged), skip (acknowledged and counted) or stop (exit 4 naming it, not acknowledged); default dead-letter with --dead-letter, else stop")
+	fs.StringVar(&f.deadLetter, "dead-letter", "", "topic URL for messages with a fault of their own (must exist)")
+	fs.DurationVar(&f.maxOutage, "max-outage", 0, "exit (status 3) when Vault or the broker has been failing for this long (0: ride out any outage)")
+}
+
+// policy validates the flags and returns the message-fault policy.
+func (f *faultFlags) policy() (string, error) {
+	if f.maxOutage < 0 {
+		return "", usagef("--max-outage must be 0 or positive")
+	}
+	p := f.onMessage
+	if p == "" {
+		p = onFaultStop
+		if f.deadLetter != "" {
+			p = onFaultDeadLetter
+		}
+	}
+	switch p {
+	case onFaultDeadLetter:
+		if f.deadLetter == "" {
+			return "", usagef("--on-message-fault=dead-letter needs --dead-letter URL")
+		}
+	case onFaultSkip, onFaultStop:
+		if f.deadLetter != "" {
+			return "", usagef("--dead-letter is only used with --on-message-fault=dead-letter, not %s", p)
+		}
+	default:
+		return "", usagef("--on-message-fault must be dead-letter, skip or stop, not %q", p)
+	}
+	return p, nil
+}
+
+// Dead letters (README "Dead letters"). The body is the message's body exactly as the
+// command received it, encrypted whole-body (no field policy), so a dead-letter topic
+// never holds plaintext; the receiving side decrypts it with cryptsub like any other
+// message. Clear metadata says why and where from. The message's own metadata rides
+// along unchanged, except that keys crypttopic reserves ("pubcrypt...", the envelope
+// of a message that was already encrypted) and keys that look like ours ("dead-letter-...")
+// are carried under deadLetterRawPrefix + key; rawMetadata undoes that.
+const (
+	deadLetterPrefix    = "dead-letter-"
+	deadLetterRawPrefix = "dead-letter-raw-"
+	deadLetterReason    = "dead-letter-reason" // the error, never the content
+	deadLetterClass     = "dead-letter-class"  // "message"
+	deadLetterSource    = "dead-letter-source" // broker position or message ID
+	deadLetterSub       = "dead-letter-sub"    // the subscription URL it was received on
+	deadLetterBy        = "dead-letter-by"     // "pubcrypt encrypt", "pubcrypt consume"
+	deadLetterTime      = "dead-letter-time"   // RFC 3339, UTC
+	maxReasonBytes      = 1000                 // inside Pub/Sub's 1024-byte attribute values
+	reservedPrefix      = "pubcrypt"           // crypttopic's reserved metadata keys
+	deadLetterReasonCut = "…"
+)
+
+// deadLetterMetadata returns the metadata of m's dead letter.
+func deadLetterMetadata(md map[string]string, reason error, source, sub, by string, now time.Time) map[string]string {
+	out := make(map[string]string, len(md)+6)
+	for k, v := range md {
+		if hasPrefix(k, reservedPrefix) || hasPrefix(k, deadLetterPrefix) {
+			k = deadLetterRawPrefix + k
+		}
+		out[k] = v
+	}
+	why := reason.Error()
+	if len(why) > maxReasonBytes {
+		why = why[:maxReasonBytes-len(deadLetterReasonCut)] + deadLetterReasonCut
+	}
+	out[deadLetterReason] = toValidUTF8(why)
+	out[deadLetterClass] = fault.ClassOf(reason).String()
+	out[deadLetterSource] = toValidUTF8(source)
+	out[deadLetterSub] = sub
+	out[deadLetterBy] = by
+	out[deadLetterTime] = now.UTC().Format(time.RFC3339Nano)
+	return out
+}
+
+// rawMetadata returns the metadata of the message a dead letter was made of, from the
+// dead letter's metadata as received (decrypted).
+func rawMetadata(md map[string]string) map[string]string {
+	out := make(map[string]string, len(md))
+	for k, v := range md {
+		switch {
+		case hasPrefix(k, deadLetterRawPrefix):
+			out[k[len(deadLetterRawPrefix):]] = v
+		case !hasPrefix(k, deadLetterPrefix):
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func hasPrefix(s, p string) bool { return strings.HasPrefix(s, p) }
+
+func toValidUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
+// deadLetter sends messages with a fault of their own to the dead-letter topic.
+type deadLetter struct {
+	url   string // redacted of any userinfo
+	sub   string // the subscription the messages came from
+	by    string // "pubcrypt encrypt"
+	topic *crypttopic.Topic
+}
+
+// openDeadLetter opens the dead-letter topic for whole-body encryption and checks, now,
+// that it exists and that a data key can be had: a dead-letter topic that is missing is
+// an error at start, not a stall at the first bad message.
+func openDeadLetter(ctx context.Context, rawURL string, kr keyring.Keyring, bopts broker.Options, sub, by string) (*deadLetter, error) {
+	t, err := openCryptTopic(ctx, rawURL, crypttopic.Options{Keyring: kr}, bopts)
+	if err != nil {
+		return nil, fmt.Errorf("--dead-letter: %w", err)
+	}
+	if err := t.Check(ctx); err != nil {
+		go shutdown(t)
+		return nil, fmt.Errorf("--dead-letter: %w", err)
+	}
+	return &deadLetter{url: redactURL(rawURL), sub: redactURL(sub), by: by, topic: t}, nil
+}
+
+// send dead-letters m, which failed with reason.
+func (d *deadLetter) send(ctx context.Context, m *pubsub.Message, reason error) error {
+	dm := &pubsub.Message{Body: m.Body, Metadata: deadLetterMetadata(m.Metadata, reason, broker.Position(m), d.sub, d.by, time.Now())}
+	if err := d.topic.Send(ctx, dm); err != nil {
+		return fmt.Errorf("dead-letter message %s to %s: %w", m.LoggableID, d.url, err)
+	}
+	return nil
+}
+
+// openCryptTopic opens url for crypttopic with bounded waits on the broker.
+func openCryptTopic(ctx context.Context, rawURL string, opts crypttopic.Options, bopts broker.Options) (*crypttopic.Topic, error) {
+	t, err := broker.OpenTopicWith(ctx, rawURL, bopts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Broker == "" {
+		if u, err := url.Parse(rawURL); err == nil {
+			opts.Broker = u.Scheme
+		}
+	}
+	ct, err := crypttopic.New(t, opts)
+	if err != nil {
+		go shutdown(t)
+		return nil, &usageError{err: err}
+	}
+	return ct, nil
+}
+
+// redactURL drops userinfo from a URL before it is printed or sent.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = nil
+	return u.String()
 }

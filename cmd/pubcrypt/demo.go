@@ -65,7 +65,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	policy := fs.String("fields", defaultFieldPolicy, "field policy of the encryptor")
 	workdir := fs.String("workdir", "", "directory for source/ and destination/ of the file transfer (default: a temporary one, removed)")
 	fileMiB := fs.Int("file-mib", 3, "size in MiB of the large generated file sent in step 9")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *count < 1 {
@@ -157,7 +157,9 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	bctx, stopBridge := context.WithCancel(ctx)
 	defer stopBridge()
 	go func() { // runs for the rest of the story, across the rotation
-		_, err := bridge(bctx, src, enc, bridgeOptions{batch: 100, each: func(m *pubsub.Message) { encrypted <- m.Metadata["order"] }})
+		b := &bridger{src: src, dst: enc, batch: 100, onFault: onFaultStop,
+			each: func(m *pubsub.Message) { encrypted <- m.Metadata["order"] }}
+		_, err := b.run(bctx)
 		bridgeErr <- err
 	}()
 	if err := d.await(ctx, encrypted, bridgeErr, *count); err != nil {

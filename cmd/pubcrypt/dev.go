@@ -23,7 +23,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	port := fs.Int("kafka-port", 0, "Kafka port (0: a free one)")
 	maxMsg := fs.Int("kafka-max-message-bytes", 0, "broker message.max.bytes (0: Kafka's default, 1048588)")
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})

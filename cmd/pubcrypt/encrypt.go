@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"gocloud.dev/pubsub"
 
 	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
 const defaultFieldPolicy = "name=transit,address=transit,card_number=fpe(bin,luhn),items[].sku=deterministic"
@@ -19,21 +22,32 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("encrypt", "Bridges a plaintext topic to an encrypted one: receives each message, protects it\n"+
 		"(chosen JSON fields with --fields, else the whole body) and sends it on. Delivery is\n"+
 		"at least once: a source message is acknowledged only after its encrypted copy was\n"+
-		"accepted by the broker, so a bridge killed and restarted loses nothing; messages in\n"+
-		"flight at the kill may be sent twice.\n\n"+
+		"accepted by the broker, and on Kafka the group's offset is committed after every\n"+
+		"batch, so a bridge killed and restarted loses nothing and sends again at most the\n"+
+		"batch it was sending (--batch messages).\n\n"+
+		"An outage of Vault or of the broker is ridden out: nothing is acknowledged, the batch\n"+
+		"is retried with backoff (200ms doubling to 30s) and the subscription or topic reopened,\n"+
+		"until it passes or --max-outage has gone by. A message that can never be protected (not\n"+
+		"JSON, a field of the wrong type) follows --on-message-fault. SIGINT or SIGTERM stops\n"+
+		"receiving, finishes the batch in flight and exits 0.\n\n"+
 		"Field policy grammar: path=mode[(options)],... with modes transit, envelope,\n"+
 		"deterministic, fpe (options bin, last4, luhn); paths like name, address.city, items[].sku.\n\n"+
 		"Example: pubcrypt encrypt --sub 'kafka://pubcrypt-encryptor?topic=purchases&offset=oldest' \\\n"+
-		"           --topic kafka://purchases_encrypted --fields '"+defaultFieldPolicy+"'")
+		"           --topic kafka://purchases_encrypted --fields '"+defaultFieldPolicy+"' \\\n"+
+		"           --dead-letter kafka://purchases_dead_letter")
 	subURL := fs.String("sub", "", "subscription URL of the plaintext source (required)")
 	topicURL := fs.String("topic", "", "topic URL of the encrypted destination (required)")
 	policy := fs.String("fields", defaultFieldPolicy, "field policy; empty encrypts whole bodies")
 	batch := fs.Int("batch", 100, "messages protected together (one Vault call per key per batch)")
 	var vf vaultFlags
 	vf.register(fs)
+	var bf brokerFlags
+	bf.register(fs)
+	var ff faultFlags
+	ff.register(fs, "a source message that cannot be protected (not JSON, a field of the wrong type)")
 	var sf stopFlags
 	sf.register(fs, 0, 0)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlag(fs, "sub", *subURL); err != nil {
@@ -43,13 +57,21 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if *batch < 1 {
-		return errors.New("--batch must be at least 1")
+		return usagef("--batch must be at least 1")
+	}
+	onFault, err := ff.policy()
+	if err != nil {
+		return err
+	}
+	bopts, err := bf.options()
+	if err != nil {
+		return err
 	}
 	opts := crypttopic.Options{FieldKeys: crypttopic.FieldKeys{Deterministic: vf.detKey, FPE: vf.fpeKey}}
 	if *policy != "" {
 		p, err := crypttopic.ParseFieldPolicy(*policy)
 		if err != nil {
-			return fmt.Errorf("--fields: %w", err)
+			return usagef("--fields: %w", err)
 		}
 		opts.Fields = p
 	}
@@ -58,74 +80,310 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	opts.Keyring = kr
-	dst, err := crypttopic.Open(ctx, *topicURL, opts)
-	if err != nil {
+	b := &bridger{
+		subURL: *subURL, topicURL: *topicURL, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
+		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
+		outage: outage{max: ff.maxOutage},
+		each:   func(m *pubsub.Message) { fmt.Fprintf(out, "encrypted %s\n", m.LoggableID) },
+		faulty: func(verb string, m *pubsub.Message, err error) {
+			fmt.Fprintf(out, "%s %s: %v\n", verb, m.LoggableID, err)
+		},
+	}
+	if err := b.start(ctx); err != nil {
+		b.close()
 		return err
 	}
-	defer shutdown(dst)
-	if err := dst.Check(ctx); err != nil { // a refused token fails now, not at the first message
-		return err
+	st, err := b.run(ctx)
+	b.close()
+	fmt.Fprintf(out, "%d message(s) encrypted from %s to %s", st.forwarded, redactURL(*subURL), redactURL(*topicURL))
+	if st.deadLettered > 0 || onFault == onFaultDeadLetter {
+		fmt.Fprintf(out, ", %d dead-lettered to %s", st.deadLettered, redactURL(ff.deadLetter))
 	}
-	src, err := broker.OpenSubscription(ctx, *subURL)
-	if err != nil {
-		return err
+	if st.skipped > 0 || onFault == onFaultSkip {
+		fmt.Fprintf(out, ", %d skipped", st.skipped)
 	}
-	defer shutdown(src)
-	n, err := bridge(ctx, src, dst, bridgeOptions{batch: *batch, stop: sf, each: func(m *pubsub.Message) {
-		fmt.Fprintf(out, "encrypted %s\n", m.LoggableID)
-	}})
-	fmt.Fprintf(out, "%d message(s) encrypted from %s to %s\n", n, *subURL, *topicURL)
+	fmt.Fprintln(out)
 	return err
 }
 
-type bridgeOptions struct {
-	batch  int
-	linger time.Duration // how long to wait for a batch to fill once it has a message
-	stop   stopFlags
-	each   func(*pubsub.Message)
+type bridgeStats struct {
+	forwarded, deadLettered, skipped int
 }
 
-// bridge moves messages from src to dst in batches until opts.stop says stop or ctx ends.
-// Each batch is sent with one SendBatch (fail closed: all or nothing) and its source
-// messages are acked only afterwards, so nothing is lost.
-func bridge(ctx context.Context, src *pubsub.Subscription, dst *crypttopic.Topic, opts bridgeOptions) (int, error) {
-	if opts.linger == 0 {
-		opts.linger = 50 * time.Millisecond
+func (s bridgeStats) total() int { return s.forwarded + s.deadLettered + s.skipped }
+
+// bridger moves messages from a source subscription to an encrypted topic in batches,
+// riding out outages and applying the message-fault policy.
+type bridger struct {
+	subURL, topicURL string
+	topicOpts        crypttopic.Options
+	broker           broker.Options
+	kr               keyring.Keyring
+	vaultTimeout     time.Duration
+	batch            int
+	linger           time.Duration // how long to wait for a batch to fill once it has a message; 0: 50ms
+	stop             stopFlags
+	onFault          string
+	dlURL            string
+	outage           outage
+	each             func(*pubsub.Message)                           // a message forwarded
+	faulty           func(verb string, m *pubsub.Message, err error) // a message dead-lettered or skipped
+
+	// Opened by start, reopened after an outage broke them (nil until then).
+	src *pubsub.Subscription
+	dst *crypttopic.Topic
+	dl  *deadLetter
+}
+
+// start opens everything and checks what can be checked — the topics exist, Vault answers
+// and gives a data key — so that a wrong setting is an error now, not at the first
+// message. Outages are ridden out only once the bridge has started.
+func (b *bridger) start(ctx context.Context) error {
+	var err error
+	if b.dst, err = openCryptTopic(ctx, b.topicURL, b.topicOpts, b.broker); err != nil {
+		return err
 	}
-	total := 0
-	for !opts.stop.done(total) {
-		first, err := opts.stop.receive(ctx, src.Receive)
-		if errors.Is(err, errIdle) || (err != nil && ctx.Err() != nil) {
-			return total, nil
+	if err := b.dst.Check(ctx); err != nil { // a refused token fails now, not at the first message
+		return err
+	}
+	if b.onFault == onFaultDeadLetter {
+		if b.dl, err = openDeadLetter(ctx, b.dlURL, b.kr, b.broker, b.subURL, "pubcrypt encrypt"); err != nil {
+			return err
 		}
-		if err != nil {
-			return total, err
-		}
-		batch := []*pubsub.Message{first}
-		lctx, cancel := context.WithTimeout(ctx, opts.linger)
-		for len(batch) < opts.batch && !opts.stop.done(total+len(batch)) {
-			m, err := src.Receive(lctx)
+	}
+	b.src, err = broker.OpenSubscriptionWith(ctx, b.subURL, b.broker)
+	return err
+}
+
+// close shuts everything down, each within shutdownTimeout.
+func (b *bridger) close() {
+	if b.src != nil {
+		_ = shutdown(b.src)
+	}
+	if b.dst != nil {
+		_ = shutdown(b.dst)
+	}
+	if b.dl != nil {
+		_ = shutdown(b.dl.topic)
+	}
+}
+
+// run forwards batches until b.stop says stop, ctx ends (nil: interrupted cleanly), a
+// message fault stops it (--on-message-fault=stop) or an outage lasts past --max-outage.
+func (b *bridger) run(ctx context.Context) (bridgeStats, error) {
+	var st bridgeStats
+	for !b.stop.done(st.total()) {
+		if b.src == nil {
+			src, err := broker.OpenSubscriptionWith(ctx, b.subURL, b.broker)
 			if err != nil {
+				if interrupted(ctx, err) {
+					return st, nil
+				}
+				if werr := b.outage.wait(ctx, "open "+redactURL(b.subURL), err); werr != nil {
+					return st, stopped(ctx, werr)
+				}
+				continue
+			}
+			b.src = src
+		}
+		batch, err := b.receive(ctx, st.total())
+		switch {
+		case errors.Is(err, errIdle) || interrupted(ctx, err):
+			return st, nil
+		case err != nil:
+			// A gocloud subscription whose Receive failed stays failed: open a new one.
+			// Messages it delivered and nobody acknowledged come again from the new one.
+			go shutdown(b.src)
+			b.src = nil
+			if werr := b.outage.wait(ctx, "receive from "+redactURL(b.subURL), err); werr != nil {
+				return st, stopped(ctx, werr)
+			}
+			continue
+		}
+		if err := b.forward(ctx, batch, &st); err != nil {
+			return st, stopped(ctx, err)
+		}
+	}
+	return st, nil
+}
+
+// stopped is nil when err only says that the command was interrupted.
+func stopped(ctx context.Context, err error) error {
+	if interrupted(ctx, err) {
+		return nil
+	}
+	return err
+}
+
+// receive waits for a first message (up to --idle), then takes what arrives within the
+// linger time, up to the batch size and --max.
+func (b *bridger) receive(ctx context.Context, total int) ([]*pubsub.Message, error) {
+	linger := b.linger
+	if linger == 0 {
+		linger = 50 * time.Millisecond
+	}
+	first, err := b.stop.receive(ctx, b.src.Receive)
+	if err != nil {
+		return nil, err
+	}
+	batch := []*pubsub.Message{first}
+	lctx, cancel := context.WithTimeout(ctx, linger)
+	defer cancel()
+	for len(batch) < b.batch && !b.stop.done(total+len(batch)) {
+		m, err := b.src.Receive(lctx)
+		if err != nil {
+			break // the next receive reports a failed subscription
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// forward protects and sends one batch, then acknowledges it and commits its offsets. A
+// batch begun is finished even if ctx ends meanwhile (for up to drainTimeout), so that an
+// interrupt does not cut it in half; while the environment fails nothing is acknowledged
+// and the batch is retried as a whole.
+func (b *bridger) forward(ctx context.Context, batch []*pubsub.Message, st *bridgeStats) error {
+	wctx, release := drainContext(ctx)
+	defer release()
+	var faults []error
+	for {
+		var err error
+		faults, err = b.send(wctx, batch)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // interrupted: not acknowledged, delivered again to the next run
+		}
+		if !keyService(err) {
+			// Not Vault: the destination broker. Reopen the topic, in case its client is
+			// the part that broke; a new one starts from fresh connections.
+			b.reopenDst(ctx)
+		}
+		if werr := b.outage.wait(ctx, fmt.Sprintf("send batch starting at message %s", batch[0].LoggableID), err); werr != nil {
+			return werr
+		}
+	}
+	for i, m := range batch {
+		if faults[i] != nil {
+			continue
+		}
+		m.Ack()
+		st.forwarded++
+		if b.each != nil {
+			b.each(m)
+		}
+	}
+	for i, m := range batch {
+		if faults[i] == nil {
+			continue
+		}
+		if err := b.messageFault(ctx, wctx, m, faults[i], st); err != nil {
+			return err
+		}
+	}
+	b.outage.over()
+	cctx, cancel := context.WithTimeout(wctx, orDefault(b.broker.Timeout, broker.DefaultTimeout))
+	defer cancel()
+	_ = broker.Commit(cctx, b.src, batch) // a failed commit only means redelivery
+	return nil
+}
+
+// messageFault applies the message-fault policy to m, which can never be protected.
+func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, reason error, st *bridgeStats) error {
+	pos := broker.Position(m)
+	switch b.onFault {
+	case onFaultSkip:
+		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason)
+		m.Ack()
+		st.skipped++
+		if b.faulty != nil {
+			b.faulty("skipped", m, reason)
+		}
+		return nil
+	case onFaultDeadLetter:
+		for {
+			err := b.dl.send(wctx, m, reason)
+			if err == nil {
 				break
 			}
-			batch = append(batch, m)
-		}
-		cancel()
-		out := make([]*pubsub.Message, len(batch))
-		for i, m := range batch {
-			out[i] = &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
-		}
-		if err := dst.SendBatch(ctx, out); err != nil {
-			// Not acked: the broker redelivers them to the next run of the bridge.
-			return total, fmt.Errorf("batch starting at message %s not encrypted, not acknowledged: %w", batch[0].LoggableID, err)
-		}
-		for _, m := range batch {
-			m.Ack()
-			if opts.each != nil {
-				opts.each(m)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if fault.IsMessage(err) { // the dead letter itself cannot be made: never drop
+				return fmt.Errorf("message %s (%s) cannot be protected (%v), and cannot be dead-lettered either; stopped without acknowledging it: %w", m.LoggableID, pos, reason, err)
+			}
+			if werr := b.outage.wait(ctx, "dead-letter to "+b.dl.url, err); werr != nil {
+				return werr
 			}
 		}
-		total += len(batch)
+		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", b.dl.url, "err", reason)
+		m.Ack()
+		st.deadLettered++
+		if b.faulty != nil {
+			b.faulty("dead-lettered", m, reason)
+		}
+		return nil
 	}
-	return total, nil
+	return fmt.Errorf("message %s (%s) cannot be protected; stopped without acknowledging it (--on-message-fault=stop; dead-letter or skip go on): %w", m.LoggableID, pos, reason)
+}
+
+// send protects and sends batch. It returns, for each message, nil if it was sent or the
+// fault of that message (it will never pass); or an error of the environment, and then
+// the whole batch is to be tried again.
+func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, error) {
+	tctx, cancel := context.WithTimeout(ctx, b.opTimeout())
+	defer cancel()
+	out := make([]*pubsub.Message, len(batch))
+	for i, m := range batch {
+		out[i] = &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+	}
+	faults := make([]error, len(batch))
+	err := b.dst.SendBatch(tctx, out)
+	if err == nil {
+		return faults, nil
+	}
+	if !fault.IsMessage(err) {
+		return nil, err
+	}
+	// A fault of one message fails the whole batch before anything is sent: find which,
+	// one message at a time.
+	for i, m := range out {
+		if err := b.dst.Send(tctx, m); err != nil {
+			if !fault.IsMessage(err) {
+				return nil, err
+			}
+			faults[i] = err
+		}
+	}
+	return faults, nil
+}
+
+// opTimeout bounds one attempt at a batch: Vault's answers and the broker's.
+func (b *bridger) opTimeout() time.Duration {
+	return orDefault(b.broker.Timeout, broker.DefaultTimeout) + orDefault(b.vaultTimeout, 10*time.Second)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// reopenDst replaces the destination topic with a new one, if one can be opened now.
+func (b *bridger) reopenDst(ctx context.Context) {
+	dst, err := openCryptTopic(ctx, b.topicURL, b.topicOpts, b.broker)
+	if err != nil {
+		return // still down: the next attempt tries again
+	}
+	go shutdown(b.dst)
+	b.dst = dst
+}
+
+// keyService reports whether err came from the key service rather than the broker.
+func keyService(err error) bool {
+	var ke *keyring.Error
+	return errors.As(err, &ke)
 }

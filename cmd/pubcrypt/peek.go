@@ -13,6 +13,7 @@ import (
 
 	"gocloud.dev/pubsub"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 )
 
@@ -23,14 +24,19 @@ func runPeek(ctx context.Context, args []string, out io.Writer) error {
 	subURL := fs.String("sub", "", "subscription URL to read (required)")
 	max := fs.Int("max", 10, "stop after this many messages")
 	wait := fs.Duration("wait", 3*time.Second, "stop when no message arrives for this long")
-	if err := fs.Parse(args); err != nil {
+	var bf brokerFlags
+	bf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *subURL == "" {
-		fs.Usage()
-		return errors.New("--sub is required")
+	if err := requireFlag(fs, "sub", *subURL); err != nil {
+		return err
 	}
-	sub, err := broker.OpenSubscription(ctx, *subURL)
+	bopts, err := bf.options()
+	if err != nil {
+		return err
+	}
+	sub, err := broker.OpenSubscriptionWith(ctx, *subURL, bopts)
 	if err != nil {
 		return err
 	}
@@ -52,10 +58,10 @@ func peek(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Dura
 		m, err := sub.Receive(rctx)
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				return msgs, nil
+			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+				return msgs, nil // interrupted, or nothing more within wait
 			}
-			return msgs, err
+			return msgs, fault.Mark(fmt.Errorf("receive: %w", err), fault.Environment)
 		}
 		if m.Nackable() {
 			m.Nack()

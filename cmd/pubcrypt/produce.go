@@ -9,6 +9,7 @@ import (
 
 	"gocloud.dev/pubsub"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/purchase"
 )
@@ -23,17 +24,23 @@ func runProduce(ctx context.Context, args []string, out io.Writer) error {
 	interval := fs.Duration("interval", 0, "pause between purchases")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed for the generated purchases")
 	quiet := fs.Bool("quiet", false, "do not print each purchase")
-	if err := fs.Parse(args); err != nil {
+	var bf brokerFlags
+	bf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *count < 0 {
-		return fmt.Errorf("--count must be 0 or more")
+		return usagef("--count must be 0 or more")
 	}
-	top, err := broker.OpenTopic(ctx, *topicURL)
+	bopts, err := bf.options()
 	if err != nil {
 		return err
 	}
-	sent, err := producePurchases(ctx, top, purchase.NewGenerator(*seed), *count, *interval, func(p purchase.Purchase) {
+	top, err := broker.OpenTopicWith(ctx, *topicURL, bopts)
+	if err != nil {
+		return err
+	}
+	sent, err := producePurchasesWithin(ctx, top, purchase.NewGenerator(*seed), *count, *interval, bopts.Timeout, func(p purchase.Purchase) {
 		if !*quiet {
 			fmt.Fprintf(out, "sent %s  %-18s card %s  %8.2f %s\n", p.ID, p.Name, p.CardNumber, p.Amount, p.Currency)
 		}
@@ -47,6 +54,12 @@ func runProduce(ctx context.Context, args []string, out io.Writer) error {
 
 // producePurchases sends count purchases (0: until ctx ends) and reports each.
 func producePurchases(ctx context.Context, top *pubsub.Topic, gen *purchase.Generator, count int, interval time.Duration, each func(purchase.Purchase)) (int, error) {
+	return producePurchasesWithin(ctx, top, gen, count, interval, 0, each)
+}
+
+// producePurchasesWithin is producePurchases with each send bounded by timeout (0: none).
+// It stops at the first send that fails: a one-shot command reports the outage.
+func producePurchasesWithin(ctx context.Context, top *pubsub.Topic, gen *purchase.Generator, count int, interval, timeout time.Duration, each func(purchase.Purchase)) (int, error) {
 	sent := 0
 	for count == 0 || sent < count {
 		p := gen.Next()
@@ -54,11 +67,11 @@ func producePurchases(ctx context.Context, top *pubsub.Topic, gen *purchase.Gene
 		if err != nil {
 			return sent, err
 		}
-		if err := top.Send(ctx, &pubsub.Message{Body: body, Metadata: map[string]string{"order": p.ID}}); err != nil {
-			if ctx.Err() != nil && count == 0 {
-				return sent, nil
+		if err := send(ctx, top, &pubsub.Message{Body: body, Metadata: map[string]string{"order": p.ID}}, timeout); err != nil {
+			if ctx.Err() != nil {
+				return sent, nil // interrupted: what was sent is reported
 			}
-			return sent, fmt.Errorf("send purchase %s: %w", p.ID, err)
+			return sent, fault.Mark(fmt.Errorf("send purchase %s: %w", p.ID, err), fault.Environment)
 		}
 		sent++
 		each(p)
@@ -71,4 +84,14 @@ func producePurchases(ctx context.Context, top *pubsub.Topic, gen *purchase.Gene
 		}
 	}
 	return sent, nil
+}
+
+// send sends m within timeout (0: as long as ctx lasts).
+func send(ctx context.Context, top *pubsub.Topic, m *pubsub.Message, timeout time.Duration) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return top.Send(ctx, m)
 }

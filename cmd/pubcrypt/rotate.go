@@ -18,7 +18,7 @@ func runRotate(ctx context.Context, args []string, out io.Writer) error {
 	vf.register(fs)
 	var names multiFlag
 	fs.Var(&names, "key", "transit key to rotate (repeatable; default: the --vault-key)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	kr, err := vf.keyring()

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"gocloud.dev/pubsub"
@@ -76,7 +77,7 @@ func OpenTopicWith(ctx context.Context, rawURL string, opts Options) (*pubsub.To
 	if u.Scheme == kafkaScheme {
 		open = func(context.Context) (*pubsub.Topic, error) { return openKafkaTopic(u, opts) }
 	}
-	return bounded(ctx, opts.timeout(), "open topic "+redact(u), open,
+	return bounded(ctx, opts.timeout(), "open topic "+where(u), open,
 		func(t *pubsub.Topic) { _ = t.Shutdown(context.Background()) })
 }
 
@@ -90,8 +91,19 @@ func OpenSubscriptionWith(ctx context.Context, rawURL string, opts Options) (*pu
 	if u.Scheme == kafkaScheme {
 		open = func(context.Context) (*pubsub.Subscription, error) { return openKafkaSubscription(u, opts) }
 	}
-	return bounded(ctx, opts.timeout(), "open subscription "+redact(u), open,
+	return bounded(ctx, opts.timeout(), "open subscription "+where(u), open,
 		func(s *pubsub.Subscription) { _ = s.Shutdown(context.Background()) })
+}
+
+// where names what an open is reaching, for its timeout error: the URL, and on Kafka the
+// brokers it was given.
+func where(u *url.URL) string {
+	if u.Scheme == kafkaScheme {
+		if s, err := KafkaSettingsFromEnv(); err == nil {
+			return redact(u) + " on " + strings.Join(s.Brokers, ",")
+		}
+	}
+	return redact(u)
 }
 
 // bounded runs open on its own goroutine and waits for it at most timeout, or until ctx
