@@ -176,7 +176,7 @@ func (o *outage) wait(ctx context.Context, what string, err error) error {
 	now := time.Now()
 	if o.since.IsZero() {
 		o.since, o.delay, o.what, o.tries = now, backoffFirst, what, 0
-		o.logger().Warn("outage: holding the messages, retrying until it ends", "at", what, "class", fault.ClassOf(err), "err", err)
+		o.logger().Warn("outage: holding the messages, retrying until it ends", "at", what, "class", fault.ClassOf(err), "err", err.Error())
 	} else {
 		o.delay = min(2*o.delay, backoffMax)
 	}
@@ -198,6 +198,9 @@ func (o *outage) wait(ctx context.Context, what string, err error) error {
 		return ctx.Err()
 	}
 }
+
+// slog's text handler prints an error value with %+v, which for gocloud's errors adds
+// stack frames over several lines; logs get the error's one-line text instead (.Error()).
 
 // over records that work went through: an outage in progress has ended.
 func (o *outage) over() {

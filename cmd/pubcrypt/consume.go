@@ -189,44 +189,47 @@ func (c *consumer) run(ctx context.Context) (consumeStats, error) {
 
 // handle prints and acknowledges one batch in order. A message whose decryption met a
 // fault of the environment is never acknowledged: it is nacked where the broker can
-// redeliver it, and otherwise (Kafka) held and decrypted again until it passes, so that
-// the messages behind it wait too and the group's offset never passes it.
+// redeliver it (once per batch the command then waits, so redeliveries are paced by the
+// backoff), and otherwise (Kafka) held and decrypted again until it passes, so that the
+// messages behind it wait too and the group's offset never passes it.
 func (c *consumer) handle(ctx context.Context, msgs []*pubsub.Message, infos []cryptsub.Info, errs []error, st *consumeStats) error {
 	wctx, release := drainContext(ctx)
 	defer release()
-	all := true // every message of the batch acknowledged: its offsets may be committed
+	all := true    // every message of the batch acknowledged: its offsets may be committed
+	nacked := 0    // messages given back to the broker for a fault of the environment
+	stale := false // a retry went through: the batch's other environment faults may be over too
+	var last error
 	for i, m := range msgs {
 		err := errs[i]
+		if err != nil && !fault.IsMessage(err) && m.Nackable() {
+			m.Nack() // redelivered later; the wait below paces the redeliveries
+			all, nacked, last = false, nacked+1, err
+			continue
+		}
+		if err != nil && !fault.IsMessage(err) && stale {
+			infos[i], err = c.sub.Decrypt(wctx, m)
+		}
 		for err != nil && !fault.IsMessage(err) {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if m.Nackable() {
-				m.Nack()
-				all = false
-				if werr := c.outage.wait(ctx, "decrypt message "+m.LoggableID, err); werr != nil {
-					return werr
-				}
-				break
-			}
 			if werr := c.outage.wait(ctx, "decrypt message "+m.LoggableID, err); werr != nil {
 				return werr
 			}
-			infos[i], err = c.sub.Decrypt(wctx, m)
+			if infos[i], err = c.sub.Decrypt(wctx, m); err == nil {
+				stale = true
+			}
 		}
-		switch {
-		case err == nil:
-			c.outage.over()
-			st.decrypted++
-			fmt.Fprintf(c.out, "[%s v%d] %s\n", infos[i].KeyID, infos[i].KeyVersion, m.Body)
-			m.Ack()
-		case !fault.IsMessage(err):
-			// nacked above: the broker delivers it again
-		default:
+		if err != nil {
 			if err := c.messageFault(ctx, wctx, m, err, st); err != nil {
 				return err
 			}
+			continue
 		}
+		c.outage.over()
+		st.decrypted++
+		fmt.Fprintf(c.out, "[%s v%d] %s\n", infos[i].KeyID, infos[i].KeyVersion, m.Body)
+		m.Ack()
+	}
+	if nacked > 0 {
+		return c.outage.wait(ctx, fmt.Sprintf("decrypt %d message(s), nacked", nacked), last)
 	}
 	if all {
 		cctx, cancel := context.WithTimeout(wctx, orDefault(c.broker.Timeout, broker.DefaultTimeout))
@@ -242,7 +245,7 @@ func (c *consumer) messageFault(ctx, wctx context.Context, m *pubsub.Message, re
 	pos := broker.Position(m)
 	switch c.onFault {
 	case onFaultSkip:
-		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason)
+		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason.Error())
 		fmt.Fprintf(c.log, "skipped: %v\n", reason)
 		m.Ack()
 		st.skipped++
@@ -263,7 +266,7 @@ func (c *consumer) messageFault(ctx, wctx context.Context, m *pubsub.Message, re
 				return werr
 			}
 		}
-		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", c.dl.url, "err", reason)
+		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", c.dl.url, "err", reason.Error())
 		fmt.Fprintf(c.log, "dead-lettered: %v\n", reason)
 		m.Ack()
 		st.deadLettered++

@@ -295,7 +295,7 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 	pos := broker.Position(m)
 	switch b.onFault {
 	case onFaultSkip:
-		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason)
+		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason.Error())
 		m.Ack()
 		st.skipped++
 		if b.faulty != nil {
@@ -318,7 +318,7 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 				return werr
 			}
 		}
-		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", b.dl.url, "err", reason)
+		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", b.dl.url, "err", reason.Error())
 		m.Ack()
 		st.deadLettered++
 		if b.faulty != nil {
@@ -335,26 +335,47 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, error) {
 	tctx, cancel := context.WithTimeout(ctx, b.opTimeout())
 	defer cancel()
+	faults := make([]error, len(batch))
+	idx := make([]int, len(batch)) // position in batch of each message still to send
 	out := make([]*pubsub.Message, len(batch))
 	for i, m := range batch {
-		out[i] = &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
 	}
-	faults := make([]error, len(batch))
-	err := b.dst.SendBatch(tctx, out)
-	if err == nil {
-		return faults, nil
-	}
-	if !fault.IsMessage(err) {
-		return nil, err
-	}
-	// A fault of one message fails the whole batch before anything is sent: find which,
-	// one message at a time.
-	for i, m := range out {
-		if err := b.dst.Send(tctx, m); err != nil {
-			if !fault.IsMessage(err) {
+	for len(out) > 0 {
+		err := b.dst.SendBatch(tctx, out)
+		if err == nil {
+			return faults, nil
+		}
+		var be *crypttopic.BatchError
+		switch {
+		case errors.As(err, &be) && len(be.Errs) == len(out):
+			// Nothing was sent; the messages at fault are named: send the others again.
+			var rest []*pubsub.Message
+			var restIdx []int
+			for j, e := range be.Errs {
+				if e != nil {
+					faults[idx[j]] = e
+				} else {
+					rest, restIdx = append(rest, out[j]), append(restIdx, idx[j])
+				}
+			}
+			if len(rest) == len(out) { // blames nobody after all: not a message's fault
 				return nil, err
 			}
-			faults[i] = err
+			out, idx = rest, restIdx
+		case fault.IsMessage(err):
+			// A fault of some message that the error does not name: find it, one at a time.
+			for j, m := range out {
+				if err := b.dst.Send(tctx, m); err != nil {
+					if !fault.IsMessage(err) {
+						return nil, err
+					}
+					faults[idx[j]] = err
+				}
+			}
+			return faults, nil
+		default:
+			return nil, err
 		}
 	}
 	return faults, nil
