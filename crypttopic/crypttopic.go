@@ -73,6 +73,11 @@ type Options struct {
 // of class fault.Message.
 var ErrTooLarge = broker.ErrTooLarge
 
+// ErrFieldPolicy is matched (errors.Is) by the error of a field policy that cannot be
+// used: Options.Fields in New or Open (which then names Options.Fields), a message's
+// ProtectKey entry or a type's struct tags at send (a fault of that message).
+var ErrFieldPolicy = fields.ErrPolicy
+
 // errNilMessage is the fault of a nil message: there is nothing to send, ever.
 var errNilMessage = fault.New(fault.Message, "nil message")
 
@@ -125,9 +130,12 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	}
 	if len(opts.Fields) > 0 {
 		if ct.sealer == nil {
-			return nil, errors.New("crypttopic: Options.Fields needs a keyring that implements keyring.FieldKeyring (keyring.Vault does)")
+			return nil, fmt.Errorf("crypttopic: Options.Fields: %w: it needs a keyring that implements keyring.FieldKeyring (keyring.Vault does)", ErrFieldPolicy)
 		}
 		if err := ct.sealer.CheckPolicy(opts.Fields); err != nil {
+			if !errors.Is(err, ErrFieldPolicy) {
+				err = fmt.Errorf("%w: %w", ErrFieldPolicy, err) // a manifest too long, say
+			}
 			return nil, fmt.Errorf("crypttopic: Options.Fields: %w", err)
 		}
 	}

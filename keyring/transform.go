@@ -54,13 +54,13 @@ type Transform struct {
 // NewTransform returns a Transform for opts.Role. It makes no request; Check does.
 func NewTransform(opts TransformOptions) (*Transform, error) {
 	if opts.Role == "" {
-		return nil, errors.New("keyring: TransformOptions.Role is required")
+		return nil, &OptionError{Option: "TransformOptions.Role", Reason: "is required"}
 	}
 	if !transitName.MatchString(opts.Role) {
-		return nil, fmt.Errorf("keyring: TransformOptions.Role %q is not a valid role name (letters, digits, _ . -)", opts.Role)
+		return nil, &OptionError{Option: "TransformOptions.Role", Reason: fmt.Sprintf("%q is not a valid role name (letters, digits, _ . -)", opts.Role)}
 	}
 	if opts.Transformation != "" && !transitName.MatchString(opts.Transformation) {
-		return nil, fmt.Errorf("keyring: TransformOptions.Transformation %q is not a valid transformation name", opts.Transformation)
+		return nil, &OptionError{Option: "TransformOptions.Transformation", Reason: fmt.Sprintf("%q is not a valid transformation name", opts.Transformation)}
 	}
 	v, err := openVault("TransformOptions", opts.Mount, DefaultTransformMount, opts.Role, opts.Timeout, opts.Client)
 	if err != nil {

@@ -55,13 +55,23 @@ var transitName = regexp.MustCompile(`^\w(?:[\w.-]*\w)?$`)
 // NewVault returns a Vault keyring for the transit key opts.Key.
 func NewVault(opts VaultOptions) (*Vault, error) {
 	if opts.Key == "" {
-		return nil, errors.New("keyring: VaultOptions.Key is required (the name of the transit key)")
+		return nil, &OptionError{Option: "VaultOptions.Key", Reason: "is required (the name of the transit key)"}
 	}
 	if !transitName.MatchString(opts.Key) {
-		return nil, fmt.Errorf("keyring: VaultOptions.Key %q is not a valid transit key name (letters, digits, _ . -)", opts.Key)
+		return nil, &OptionError{Option: "VaultOptions.Key", Reason: fmt.Sprintf("%q is not a valid transit key name (letters, digits, _ . -)", opts.Key)}
 	}
 	return openVault("VaultOptions", opts.Mount, "transit", opts.Key, opts.Timeout, opts.Client)
 }
+
+// OptionError is the error of NewVault and NewTransform for an option that cannot be
+// used. Option names it ("VaultOptions.Mount"), so that a caller that builds the options
+// from its own configuration can say which setting is wrong without reading the text.
+type OptionError struct {
+	Option string // "VaultOptions.Key", "TransformOptions.Role", ...
+	Reason string // "is required", "\"a/b\" is not a valid transit key name", ...
+}
+
+func (e *OptionError) Error() string { return "keyring: " + e.Option + " " + e.Reason }
 
 // openVault checks the mount and timeout shared by the options of NewVault and
 // NewTransform (named optsType in errors), applies their defaults and builds the
@@ -72,10 +82,10 @@ func openVault(optsType, mount, defaultMount, key string, timeout time.Duration,
 		m = defaultMount
 	}
 	if !validMount(m) {
-		return nil, fmt.Errorf("keyring: %s.Mount %q is not a valid mount path", optsType, mount)
+		return nil, &OptionError{Option: optsType + ".Mount", Reason: fmt.Sprintf("%q is not a valid mount path", mount)}
 	}
 	if timeout < 0 {
-		return nil, fmt.Errorf("keyring: %s.Timeout %v is negative", optsType, timeout)
+		return nil, &OptionError{Option: optsType + ".Timeout", Reason: fmt.Sprintf("%v is negative", timeout)}
 	}
 	if timeout == 0 {
 		timeout = 10 * time.Second

@@ -173,8 +173,9 @@ func (tb *transformBatches) add(r Rule, value string, ref itemRef) {
 // for a fault of their own (class fault.Message: not JSON, a value its mode cannot
 // protect, a policy or metadata the format cannot carry, a value the key service refuses)
 // and nothing else failed. Errs has one entry per message of the batch, non-nil exactly
-// for the messages at fault. Protect returns no output with it: the batch fails closed,
-// and a caller can take the messages at fault out and protect the others again.
+// for the messages at fault; an entry does not repeat the message's index, which Error
+// adds. Protect returns no output with it: the batch fails closed, and a caller can take
+// the messages at fault out and protect the others again.
 type BatchError struct {
 	Errs []error
 }
@@ -182,13 +183,13 @@ type BatchError struct {
 func (e *BatchError) Error() string {
 	var first []string
 	n := 0
-	for _, err := range e.Errs {
+	for i, err := range e.Errs {
 		if err == nil {
 			continue
 		}
 		n++
 		if len(first) < 3 {
-			first = append(first, err.Error())
+			first = append(first, fmt.Sprintf("fields: message %d: %v", i, err))
 		}
 	}
 	if n == 1 {
@@ -256,7 +257,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	// bad records a message fault of message i; any other error ends Protect.
 	bad := func(i int, err error) error {
 		if fault.IsMessage(err) {
-			failed.add(i, fmt.Errorf("fields: message %d: %w", i, err))
+			failed.add(i, err)
 			return nil
 		}
 		return fmt.Errorf("fields: message %d: %w", i, err)
@@ -478,9 +479,9 @@ func (s *Sealer) encrypt(ctx context.Context, key string, items []keyring.Transi
 		p := plans[ref.msg]
 		path := p.matches[ref.match].path
 		if it.Err != nil {
-			err := fmt.Errorf("fields: message %d: field %q: encrypt with key %q: %w", ref.msg, path, key, it.Err)
+			err := fmt.Errorf("field %q: encrypt with key %q: %w", path, key, it.Err)
 			if !fault.IsMessage(err) {
-				return err
+				return fmt.Errorf("fields: message %d: %w", ref.msg, err)
 			}
 			failed.add(ref.msg, err)
 			continue
