@@ -3,6 +3,7 @@ package encurl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -38,12 +40,36 @@ func newTopic(ct *crypttopic.Topic) *pubsub.Topic {
 	return pubsub.NewTopic(&topic{ct: ct}, &batcher.Options{MaxHandlers: 4, MaxBatchSize: 100})
 }
 
+// SendBatch sends the messages of independent Sends that gocloud's batcher gathered. A
+// message that cannot be protected must not fail the others, which were not sent with it
+// by choice: when crypttopic names messages at fault (a *crypttopic.BatchError), the
+// others are sent on their own, and the error, of class fault.Message, reaches every
+// Send of the batch (the driver interface has one error per batch), saying how many
+// were sent.
 func (t *topic) SendBatch(ctx context.Context, dms []*driver.Message) error {
 	msgs := make([]*pubsub.Message, len(dms))
 	for i, dm := range dms {
 		msgs[i] = &pubsub.Message{Body: dm.Body, Metadata: dm.Metadata, BeforeSend: dm.BeforeSend, AfterSend: dm.AfterSend}
 	}
-	return t.ct.SendBatch(ctx, msgs)
+	err := t.ct.SendBatch(ctx, msgs)
+	var be *crypttopic.BatchError
+	if !errors.As(err, &be) || len(be.Errs) != len(msgs) {
+		return err
+	}
+	var rest []*pubsub.Message
+	for i, m := range msgs {
+		if be.Errs[i] == nil {
+			rest = append(rest, m)
+		}
+	}
+	if len(rest) == 0 {
+		return err
+	}
+	if rerr := t.ct.SendBatch(ctx, rest); rerr != nil {
+		// Not sent either: the caller retries them, all of one class or the other.
+		return errors.Join(err, rerr)
+	}
+	return fmt.Errorf("encurl: %d of the %d messages of this send batch were sent; the others were not: %w", len(rest), len(msgs), err)
 }
 
 // IsRetryable is false: the inner topic already retried, and crypttopic fails closed.
@@ -58,8 +84,8 @@ func shutdown(f func(context.Context) error) error {
 	return f(ctx)
 }
 
-// errorCode maps key-service failures to gocloud codes; errors of the inner driver keep
-// theirs.
+// errorCode maps key-service failures to gocloud codes, and a fault of the message to
+// InvalidArgument; errors of the inner driver keep theirs.
 func errorCode(err error) gcerrors.ErrorCode {
 	switch {
 	case errors.Is(err, keyring.ErrPermissionDenied):
@@ -70,15 +96,18 @@ func errorCode(err error) gcerrors.ErrorCode {
 		return gcerrors.Canceled
 	case errors.Is(err, context.DeadlineExceeded):
 		return gcerrors.DeadlineExceeded
+	case fault.IsMessage(err):
+		return gcerrors.InvalidArgument
 	}
 	return gcerrors.Code(err)
 }
 
 // Counts say what an enc+ subscription did with messages it could not decrypt.
 type Counts struct {
-	DeadLettered int64 // sent to the dead-letter topic and acked
-	Dropped      int64 // acked and logged: no dead-letter topic
-	Nacked       int64 // key service unreachable: nacked for redelivery
+	DeadLettered int64 // a fault of the message: sent to the dead-letter topic and acked
+	Dropped      int64 // a fault of the message: acked and logged (no dead-letter topic)
+	Nacked       int64 // a fault of the environment: nacked for redelivery
+	Held         int64 // a fault of the environment, no Nack (Kafka): kept and decrypted again
 }
 
 // SubscriptionCounts returns the counts of s, and false if s was not opened by this
@@ -88,7 +117,7 @@ func SubscriptionCounts(s *pubsub.Subscription) (Counts, bool) {
 	if s == nil || !s.As(&d) {
 		return Counts{}, false
 	}
-	return Counts{DeadLettered: d.deadLettered.Load(), Dropped: d.dropped.Load(), Nacked: d.nacked.Load()}, true
+	return Counts{DeadLettered: d.deadLettered.Load(), Dropped: d.dropped.Load(), Nacked: d.nacked.Load(), Held: d.held.Load()}, true
 }
 
 // subscription is a driver.Subscription that decrypts with a cryptsub.Subscription. A
@@ -109,8 +138,9 @@ type subscription struct {
 	failed  chan struct{}        // closed when err is set
 	err     error                // the inner subscription's permanent error
 
-	nextID                        atomic.Uint64
-	deadLettered, dropped, nacked atomic.Int64
+	nextID                              atomic.Uint64
+	deadLettered, dropped, nacked, held atomic.Int64
+	outage                              atomic.Bool // an environment fault was logged and has not passed yet
 
 	mu      sync.Mutex
 	pending map[uint64]*pubsub.Message
@@ -160,7 +190,9 @@ func (s *subscription) ReceiveBatch(ctx context.Context, maxMessages int) ([]*dr
 	return out, nil
 }
 
-// pump receives and decrypts until the subscription fails or is closed.
+// pump receives and decrypts until the subscription fails or is closed. What becomes of
+// a message that does not decrypt depends on whose fault it is: a fault of the message
+// is disposed of (dead-lettered or dropped), a fault of the environment never is.
 func (s *subscription) pump() {
 	defer close(s.stopped)
 	backoff := newBackoff()
@@ -171,26 +203,29 @@ func (s *subscription) pump() {
 		}
 		var de *cryptsub.DecryptError
 		switch {
-		case errors.As(err, &de):
-			if retryable(de) && !(s.canNack && de.Message.Nackable()) {
-				// The broker cannot redeliver it (Kafka): hold it and try again until the
-				// key service is back, so it is neither dead-lettered nor lost.
-				if m = s.retryDecrypt(de); m == nil {
-					continue
-				}
-				break
-			}
-			if !s.undecryptable(de) {
+		case errors.As(err, &de) && de.Class() == fault.Environment:
+			if s.canNack && de.Message.Nackable() {
+				s.environmentFault(de, "message nacked for redelivery")
+				s.nacked.Add(1)
+				de.Message.Nack()
 				backoff.wait(s.ctx)
-			} else {
-				backoff.reset()
+				continue
 			}
+			// The broker cannot redeliver it (Kafka): hold it and try again until the
+			// environment is mended, so it is neither dead-lettered nor lost.
+			if m = s.retryDecrypt(de); m == nil {
+				continue
+			}
+		case errors.As(err, &de):
+			s.undecryptable(de)
+			backoff.reset()
 			continue
 		case err != nil:
 			s.err = err
 			close(s.failed)
 			return
 		}
+		s.recovered()
 		backoff.reset()
 		select {
 		case s.msgs <- m:
@@ -203,12 +238,31 @@ func (s *subscription) pump() {
 	}
 }
 
-// retryDecrypt tries a message whose decryption failed for a passing reason again, with
-// backoff, until it decrypts (returned), fails for good (disposed of, nil returned) or
-// the subscription closes (left unacked for redelivery, nil returned).
+// environmentFault logs a fault of the environment at Warn the first time it is met, and
+// at Debug while it lasts, so that an outage is one line, not one per message.
+func (s *subscription) environmentFault(de *cryptsub.DecryptError, what string) {
+	level := slog.LevelDebug
+	if s.outage.CompareAndSwap(false, true) {
+		level = slog.LevelWarn
+	}
+	s.log.Log(s.ctx, level, "encurl: environment fault, "+what, "id", de.Message.LoggableID, "class", de.Class().String(), "reason", reasonOf(de))
+}
+
+// recovered notes that a message decrypted again after an environment fault.
+func (s *subscription) recovered() {
+	if s.outage.CompareAndSwap(true, false) {
+		s.log.InfoContext(s.ctx, "encurl: messages decrypt again")
+	}
+}
+
+// retryDecrypt tries a message whose decryption failed for a fault of the environment
+// again, with backoff, until it decrypts (returned), fails for a fault of the message
+// (disposed of, nil returned) or the subscription closes (left unacked for redelivery,
+// nil returned).
 func (s *subscription) retryDecrypt(de *cryptsub.DecryptError) *pubsub.Message {
 	m := de.Message
-	s.log.WarnContext(s.ctx, "encurl: key service unavailable, holding the message and retrying", "id", m.LoggableID, "reason", reasonOf(de))
+	s.held.Add(1)
+	s.environmentFault(de, "holding the message and retrying")
 	for b := newBackoff(); ; {
 		b.wait(s.ctx)
 		if s.ctx.Err() != nil {
@@ -219,29 +273,24 @@ func (s *subscription) retryDecrypt(de *cryptsub.DecryptError) *pubsub.Message {
 			return m
 		}
 		de = &cryptsub.DecryptError{Message: m, Err: err}
-		if !retryable(de) {
+		if de.Class() != fault.Environment {
 			s.undecryptable(de)
 			return nil
 		}
 	}
 }
 
-// undecryptable disposes of a message cryptsub could not decrypt without failing the
-// subscription. It returns false when the pump should back off (key service unreachable).
-func (s *subscription) undecryptable(de *cryptsub.DecryptError) bool {
+// undecryptable disposes of a message that cannot be decrypted for a fault of its own
+// (class fault.Message), without failing the subscription: to the dead-letter topic, or
+// acked and dropped.
+func (s *subscription) undecryptable(de *cryptsub.DecryptError) {
 	m := de.Message
 	reason := reasonOf(de)
-	if retryable(de) && s.canNack && m.Nackable() {
-		s.log.WarnContext(s.ctx, "encurl: key service unavailable, message nacked for redelivery", "id", m.LoggableID, "reason", reason)
-		s.nacked.Add(1)
-		m.Nack()
-		return false
-	}
 	if s.dlq == nil {
-		s.log.WarnContext(s.ctx, "encurl: undecryptable message acked and dropped (no dlq)", "id", m.LoggableID, "reason", reason)
+		s.log.WarnContext(s.ctx, "encurl: undecryptable message acked and dropped (no dlq)", "id", m.LoggableID, "class", de.Class().String(), "reason", reason)
 		s.dropped.Add(1)
 		m.Ack()
-		return true
+		return
 	}
 	md := make(map[string]string, len(m.Metadata)+1)
 	for k, v := range m.Metadata {
@@ -251,7 +300,7 @@ func (s *subscription) undecryptable(de *cryptsub.DecryptError) bool {
 	// Until the dead-letter topic takes it, the message is neither acked nor skipped.
 	for backoff := newBackoff(); ; backoff.wait(s.ctx) {
 		if s.ctx.Err() != nil {
-			return true // closing: left unacked, for redelivery
+			return // closing: left unacked, for redelivery
 		}
 		err := s.dlq.Send(s.ctx, &pubsub.Message{Body: m.Body, Metadata: md})
 		if err == nil {
@@ -259,15 +308,9 @@ func (s *subscription) undecryptable(de *cryptsub.DecryptError) bool {
 		}
 		s.log.ErrorContext(s.ctx, "encurl: dead-letter send failed, retrying", "id", m.LoggableID, "err", err)
 	}
-	s.log.WarnContext(s.ctx, "encurl: undecryptable message dead-lettered", "id", m.LoggableID, "reason", reason)
+	s.log.WarnContext(s.ctx, "encurl: undecryptable message dead-lettered", "id", m.LoggableID, "class", de.Class().String(), "reason", reason)
 	s.deadLettered.Add(1)
 	m.Ack()
-	return true
-}
-
-// retryable reports whether trying the message again later may succeed.
-func retryable(de *cryptsub.DecryptError) bool {
-	return de.Retryable() || errors.Is(de.Err, context.DeadlineExceeded) || errors.Is(de.Err, context.Canceled)
 }
 
 // backoff waits 100ms, doubling up to 30s.
@@ -295,8 +338,14 @@ func reasonOf(de *cryptsub.DecryptError) string {
 		kind = "tampered"
 	case errors.Is(de.Err, cryptsub.ErrMalformed):
 		kind = "malformed envelope"
+	case errors.Is(de.Err, keyring.ErrVersionTooOld):
+		kind = "key version retired"
 	case errors.Is(de.Err, keyring.ErrUnavailable):
 		kind = "key service unavailable"
+	case errors.Is(de.Err, keyring.ErrPermissionDenied):
+		kind = "permission denied by key service"
+	case errors.Is(de.Err, keyring.ErrKeyNotFound):
+		kind = "key not found"
 	}
 	r := strings.ToValidUTF8(kind+": "+de.Err.Error(), "?")
 	if len(r) > 1000 { // Google Pub/Sub caps attribute values at 1024 bytes

@@ -26,7 +26,7 @@
 //	| crypttopic.Options.Fields                    | fields=<URL-escaped policy>                        |
 //	| crypttopic.Options.Reuse.MaxAge              | reuse_max_age=<duration>                           |
 //	| any keyring, any Options                     | config=<name given to RegisterConfig>              |
-//	| Receive returns *cryptsub.DecryptError       | never: dead-lettered (dlq=<URL>) or acked + logged |
+//	| Receive returns *cryptsub.DecryptError       | never: message faults dead-lettered (dlq=<URL>) or acked + logged; environment faults nacked or held |
 //	| *crypttopic.Topic / *cryptsub.Subscription   | plain *pubsub.Topic / *pubsub.Subscription         |
 //
 // URL parameters, removed before the inner URL is opened (all others pass through):
@@ -48,19 +48,29 @@
 // # Undecryptable messages
 //
 // The portable Subscription treats a driver error as the end of the subscription, so a
-// message that cannot be decrypted (tampered, not encrypted, unknown or retired key,
-// permission denied) is never returned as an error. With dlq= it is sent, exactly as
-// received, to the dead-letter topic with one added metadata entry, DeadLetterReasonKey,
-// naming the reason, and then acked; strip that entry before replaying the message. Without
-// dlq= it is acked and dropped, logged at Warn (message ID and reason, never content) and
-// counted (see SubscriptionCounts). If the key service is unreachable and the inner
-// subscription supports Nack, the message is nacked for redelivery instead and receiving
-// backs off (100ms doubling to 30s); Kafka has no Nack, so there such a message is held
-// and decrypted again with the same backoff until the key service answers (or the
-// subscription closes, leaving it unacked for redelivery): it is never dead-lettered or
-// dropped for an outage.
+// message that cannot be decrypted is never returned as an error. What becomes of it
+// depends on its class (cryptsub.DecryptError.Class):
+//
+//   - A fault of the message (tampered, not encrypted, malformed, a retired key version):
+//     with dlq= it is sent, exactly as received, to the dead-letter topic with one added
+//     metadata entry, DeadLetterReasonKey, naming the reason, and then acked; strip that
+//     entry before replaying the message. Without dlq= it is acked and dropped, logged at
+//     Warn (message ID and reason, never content) and counted (see SubscriptionCounts).
+//   - A fault of the environment (Vault unreachable or slow, the token expired, revoked
+//     or refused, the key missing): the message is never acked, dead-lettered or
+//     dropped. If the inner subscription supports Nack, it is nacked for redelivery and
+//     receiving backs off (100ms doubling to 30s); Kafka has no Nack, so there it is held
+//     and decrypted again with the same backoff until it decrypts (or the subscription
+//     closes, leaving it unacked for redelivery to the next run: a token that expired is
+//     mended by restarting with a good one). The outage is logged once at Warn.
+//
 // A dead-letter send that fails is retried with the same backoff, and nothing else is
 // delivered meanwhile: a message is acked only once the dead-letter topic has it.
+//
+// On the topic side, Sends are independent although gocloud batches them: a message that
+// cannot be protected (class fault.Message, gcerrors.InvalidArgument) fails, and the
+// other messages of its batch are sent; the driver interface has one error per batch, so
+// their Sends report the same error, which says how many were sent.
 //
 // Adding a scheme is one line in Schemes (or a call to Register for another mux).
 package encurl
@@ -254,11 +264,14 @@ func (p params) resolve(pick func(Config) keyring.Keyring) (Config, keyring.Keyr
 	}
 	v, err := keyring.NewVault(keyring.VaultOptions{Key: key, Mount: p.values[paramMount]})
 	if err != nil {
-		name := paramKey
-		if strings.Contains(err.Error(), "Mount") {
-			name = paramMount
+		var oe *keyring.OptionError
+		switch {
+		case errors.As(err, &oe) && oe.Option == "VaultOptions.Mount":
+			return cfg, nil, fmt.Errorf("parameter %s: %w", paramMount, err)
+		case errors.As(err, &oe) && oe.Option == "VaultOptions.Key":
+			return cfg, nil, fmt.Errorf("parameter %s: %w", paramKey, err)
 		}
-		return cfg, nil, fmt.Errorf("parameter %s: %w", name, err)
+		return cfg, nil, err // Vault's environment variables (VAULT_CACERT, ...)
 	}
 	return cfg, v, nil
 }
@@ -304,7 +317,7 @@ func (o opener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error
 	}
 	ct, err := crypttopic.Open(ctx, p.inner, opts)
 	if err != nil {
-		if len(opts.Fields) > 0 && strings.Contains(err.Error(), "Options.Fields") {
+		if _, ok := p.values[paramFields]; ok && errors.Is(err, crypttopic.ErrFieldPolicy) {
 			return nil, fmt.Errorf("parameter %s: %w", paramFields, err)
 		}
 		return nil, err
