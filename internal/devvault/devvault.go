@@ -6,13 +6,18 @@
 // scripts/install-vault.sh.
 //
 // A dev server keeps everything in memory and unseals itself with a root token; it is a
-// test fixture, never a place for real keys.
+// test fixture, never a place for real keys. With Options.StorageDir the harness runs a
+// real server instead (file storage, initialised and unsealed over the HTTP API), which
+// survives Stop, Kill and Restart with its keys: the fault suite kills Vault mid-stream
+// and needs the same keys after. Its unseal key and root token live only in the memory
+// of the Server value; a storage directory outlives them but can no longer be unsealed.
 package devvault
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,9 +41,13 @@ const VaultVersion = "v1.21.0"
 // ErrNoBinary is returned by Start when no Vault server binary can be found.
 var ErrNoBinary = errors.New("Vault server binary not found; run scripts/install-vault.sh (builds Vault " + VaultVersion + " once, ~9 minutes)")
 
+// ErrNotPersistent is returned by Restart of a dev server, which would come back empty.
+var ErrNotPersistent = errors.New("devvault: a dev server keeps nothing across a restart; start it with Options.StorageDir")
+
 const (
 	startTimeout = 20 * time.Second
 	startTries   = 3 // a free port found by listening can be taken before Vault binds it
+	stopTimeout  = 10 * time.Second
 )
 
 // Options configures Start. The zero value starts a server with transit enabled and no keys.
@@ -50,26 +59,40 @@ type Options struct {
 	Keys []string
 	// Logger receives start and stop events; nil discards them.
 	Logger *slog.Logger
+	// StorageDir, if not empty, runs a real server instead of a dev server: file storage
+	// in StorageDir/data, its configuration in StorageDir/vault.json, one unseal key
+	// share. Such a server survives Stop, Kill and Restart. The directory must not hold
+	// an initialised Vault already (its unseal key would be unknown).
+	StorageDir string
 }
 
-// Server is a running Vault dev server.
+// Server is a running Vault server: a dev server, or a persistent one (Options.StorageDir).
+// Its address and root token stay the same across Restart.
 type Server struct {
 	// Addr is the server's address, http://127.0.0.1:PORT.
 	Addr string
 	// Token is the root token.
 	Token string
 
-	log     *slog.Logger
+	log        *slog.Logger
+	bin        string
+	listen     string // 127.0.0.1:PORT
+	storageDir string // "" for a dev server
+	unsealKey  string // persistent servers only; never written anywhere
+
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+// process is one run of the Vault binary.
+type process struct {
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan struct{} // closed when the child has been reaped
 	waitErr error         // set before exited is closed
-
-	stopOnce sync.Once
-	stopErr  error
 }
 
-// Start starts a Vault dev server on a free port of 127.0.0.1, waits until it is healthy,
+// Start starts a Vault server on a free port of 127.0.0.1, waits until it is healthy,
 // enables the transit engine at "transit" and creates opts.Keys. The caller must Stop it.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	log := opts.Logger
@@ -80,9 +103,20 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := startDev
+	if opts.StorageDir != "" {
+		start = startPersistent
+		// Checked once, before the first try: a try that failed to bind its port may have
+		// left files of a never-initialised Vault, which the next try can initialise.
+		data := filepath.Join(opts.StorageDir, "data")
+		if entries, err := os.ReadDir(data); err == nil && len(entries) > 0 {
+			return nil, fmt.Errorf("devvault: %s already holds a Vault, whose unseal key is not known here: give Start an empty StorageDir", data)
+		}
+	}
 	var s *Server
 	for try := 1; ; try++ {
-		s, err = start(ctx, bin, log)
+		s = &Server{log: log, bin: bin, storageDir: opts.StorageDir}
+		err = start(ctx, s)
 		if err == nil {
 			break
 		}
@@ -91,7 +125,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 	}
 	if err := s.setup(ctx, opts.Keys); err != nil {
-		s.Stop()
+		s.Kill()
 		return nil, err
 	}
 	return s, nil
@@ -143,51 +177,155 @@ func isExecutable(path string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
-func start(ctx context.Context, bin string, log *slog.Logger) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, fmt.Errorf("devvault: find a free port: %w", err)
+// startDev starts a dev server on a new free port; the root token goes through the
+// environment, not argv, so that ps does not show it, and -dev-no-store-token keeps the
+// dev server from writing it to ~/.vault-token.
+func startDev(ctx context.Context, s *Server) error {
+	if err := s.pickPort(); err != nil {
+		return err
 	}
 	token, err := randomToken()
 	if err != nil {
-		return nil, err
+		return err
 	}
+	s.Token = token
+	p, err := s.spawn([]string{"server", "-dev", "-dev-no-store-token", "-dev-listen-address=" + s.listen},
+		"VAULT_DEV_ROOT_TOKEN_ID="+token)
+	if err != nil {
+		return err
+	}
+	if err := s.waitHealth(ctx, p, active); err != nil {
+		return s.failed(p, err)
+	}
+	s.setProc(p)
+	s.log.Info("vault dev server started", "addr", s.Addr, "pid", p.cmd.Process.Pid, "binary", s.bin)
+	return nil
+}
+
+// startPersistent starts a real server with file storage on a new free port, then
+// initialises it with one key share and unseals it.
+func startPersistent(ctx context.Context, s *Server) error {
+	data := filepath.Join(s.storageDir, "data")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return fmt.Errorf("devvault: create storage directory: %w", err)
+	}
+	if err := s.pickPort(); err != nil {
+		return err
+	}
+	// Vault also binds a cluster listener, by default on the API port + 1; name a free
+	// port for it, so that both are chosen once and kept across restarts.
+	clusterPort, err := freePort()
+	if err != nil {
+		return fmt.Errorf("devvault: find a free port: %w", err)
+	}
+	cluster := net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterPort))
+	// JSON rather than HCL: encoding/json quotes any path correctly.
+	cfg, err := json.MarshalIndent(map[string]any{
+		"storage": map[string]any{"file": map[string]any{"path": data}},
+		"listener": map[string]any{"tcp": map[string]any{
+			"address": s.listen, "cluster_address": cluster, "tls_disable": true,
+		}},
+		"cluster_addr":  "https://" + cluster,
+		"api_addr":      s.Addr,
+		"disable_mlock": true, // tests run unprivileged or in containers without IPC_LOCK
+		"ui":            false,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.configPath(), cfg, 0o600); err != nil {
+		return fmt.Errorf("devvault: write server config: %w", err)
+	}
+	p, err := s.spawn([]string{"server", "-config=" + s.configPath()})
+	if err != nil {
+		return err
+	}
+	if err := s.waitHealth(ctx, p, answering); err != nil {
+		return s.failed(p, err)
+	}
+	c, err := s.rootlessClient()
+	if err != nil {
+		return s.failed(p, err)
+	}
+	ans, err := c.Sys().InitWithContext(ctx, &api.InitRequest{SecretShares: 1, SecretThreshold: 1})
+	if err != nil {
+		return s.failed(p, fmt.Errorf("init: %w", err))
+	}
+	if len(ans.KeysB64) != 1 || ans.RootToken == "" {
+		return s.failed(p, fmt.Errorf("init answered %d key shares and a root token of %d bytes", len(ans.KeysB64), len(ans.RootToken)))
+	}
+	s.unsealKey, s.Token = ans.KeysB64[0], ans.RootToken
+	if err := s.unseal(ctx, p); err != nil {
+		return s.failed(p, err)
+	}
+	s.setProc(p)
+	s.log.Info("vault server started", "addr", s.Addr, "pid", p.cmd.Process.Pid, "storage", data, "binary", s.bin)
+	return nil
+}
+
+func (s *Server) configPath() string { return filepath.Join(s.storageDir, "vault.json") }
+
+func (s *Server) pickPort() error {
+	port, err := freePort()
+	if err != nil {
+		return fmt.Errorf("devvault: find a free port: %w", err)
+	}
+	s.listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.Addr = "http://" + s.listen
+	return nil
+}
+
+// spawn starts the Vault binary with its output in a log file of its own.
+func (s *Server) spawn(args []string, env ...string) (*process, error) {
 	logFile, err := os.CreateTemp("", "devvault-*.log")
 	if err != nil {
 		return nil, fmt.Errorf("devvault: create log file: %w", err)
 	}
-	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	// The token goes through the environment, not argv, so that ps does not show it;
-	// -dev-no-store-token keeps the dev server from writing it to ~/.vault-token.
-	cmd := exec.Command(bin, "server", "-dev", "-dev-no-store-token", "-dev-listen-address="+listen)
-	cmd.Env = append(childEnv(), "VAULT_DEV_ROOT_TOKEN_ID="+token)
+	cmd := exec.Command(s.bin, args...)
+	cmd.Env = append(childEnv(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		os.Remove(logFile.Name())
-		return nil, fmt.Errorf("devvault: start %s: %w", bin, err)
+		return nil, fmt.Errorf("devvault: start %s: %w", s.bin, err)
 	}
 	logFile.Close() // the child holds its own descriptor
-	s := &Server{
-		Addr:    "http://" + listen,
-		Token:   token,
-		log:     log,
-		cmd:     cmd,
-		logPath: logFile.Name(),
-		exited:  make(chan struct{}),
-	}
+	p := &process{cmd: cmd, logPath: logFile.Name(), exited: make(chan struct{})}
 	go func() {
-		s.waitErr = cmd.Wait()
-		close(s.exited)
+		p.waitErr = cmd.Wait()
+		close(p.exited)
 	}()
-	if err := s.waitHealthy(ctx); err != nil {
-		tail := s.logExcerpt()
-		s.Stop()
-		return nil, fmt.Errorf("devvault: %s did not become healthy: %w\n--- vault log (errors and last lines) ---\n%s", bin, err, tail)
+	return p, nil
+}
+
+// failed kills a process that did not come up and returns err with its log excerpt.
+func (s *Server) failed(p *process, err error) error {
+	tail := p.logExcerpt()
+	p.kill()
+	return fmt.Errorf("devvault: %s did not become healthy: %w\n--- vault log (errors and last lines) ---\n%s", s.bin, err, tail)
+}
+
+func (s *Server) setProc(p *process) {
+	s.mu.Lock()
+	s.proc = p
+	s.mu.Unlock()
+}
+
+// unseal gives the server its unseal key and waits until it is active.
+func (s *Server) unseal(ctx context.Context, p *process) error {
+	c, err := s.rootlessClient()
+	if err != nil {
+		return err
 	}
-	log.Info("vault dev server started", "addr", s.Addr, "pid", s.PID(), "binary", bin)
-	return s, nil
+	st, err := c.Sys().UnsealWithContext(ctx, s.unsealKey)
+	if err != nil {
+		return fmt.Errorf("unseal: %w", err)
+	}
+	if st.Sealed {
+		return errors.New("unseal: still sealed after the one key share")
+	}
+	return s.waitHealth(ctx, p, active)
 }
 
 // childEnv is the parent's environment without VAULT_* variables, which would otherwise
@@ -219,7 +357,13 @@ func randomToken() (string, error) {
 	return "devroot-" + hex.EncodeToString(b), nil // Vault refuses "." in a custom token ID
 }
 
-func (s *Server) waitHealthy(ctx context.Context) error {
+// Health states waitHealth can wait for.
+const (
+	answering = iota // the listener answers, whatever the state (a new server is uninitialised)
+	active           // initialised, unsealed, active
+)
+
+func (s *Server) waitHealth(ctx context.Context, p *process, want int) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	hc := &http.Client{Timeout: time.Second}
@@ -233,15 +377,15 @@ func (s *Server) waitHealthy(ctx context.Context) error {
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || want == answering {
 				return nil
 			}
 			err = fmt.Errorf("health: HTTP %d", resp.StatusCode)
 		}
 		last = err
 		select {
-		case <-s.exited:
-			return fmt.Errorf("vault exited: %v", s.waitErr)
+		case <-p.exited:
+			return fmt.Errorf("vault exited: %v", p.waitErr)
 		case <-ctx.Done():
 			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-time.After(25 * time.Millisecond):
@@ -251,8 +395,8 @@ func (s *Server) waitHealthy(ctx context.Context) error {
 
 // logExcerpt returns the error lines of the server's log and its last lines: Vault prints
 // a fatal error near the top of its output, above the log lines that follow it.
-func (s *Server) logExcerpt() string {
-	b, err := os.ReadFile(s.logPath)
+func (p *process) logExcerpt() string {
+	b, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
 	}
@@ -269,6 +413,41 @@ func (s *Server) logExcerpt() string {
 	out = append(out, lines[max(0, len(lines)-10):]...)
 	return strings.Join(out, "\n")
 }
+
+// stop ends the process, gracefully first if graceful (SIGTERM: Vault seals and closes
+// its storage), with SIGKILL after stopTimeout or at once otherwise, waits until it has
+// been reaped and removes its log file.
+func (p *process) stop(graceful bool) error {
+	var err error
+	select {
+	case <-p.exited:
+	default:
+		if graceful {
+			if err = terminate(p.cmd.Process); err == nil {
+				select {
+				case <-p.exited:
+				case <-time.After(stopTimeout):
+				}
+			}
+		}
+		select {
+		case <-p.exited:
+			err = nil
+		default:
+			if err = kill(p.cmd.Process); err != nil && errors.Is(err, os.ErrProcessDone) {
+				err = nil
+			}
+			<-p.exited
+		}
+	}
+	os.Remove(p.logPath)
+	if err != nil {
+		return fmt.Errorf("devvault: stop vault (pid %d): %w", p.cmd.Process.Pid, err)
+	}
+	return nil
+}
+
+func (p *process) kill() error { return p.stop(false) }
 
 func (s *Server) setup(ctx context.Context, keys []string) error {
 	c, err := s.Client()
@@ -289,6 +468,15 @@ func (s *Server) setup(ctx context.Context, keys []string) error {
 // Client returns a new Vault client for the server, authenticated with the root token.
 // It ignores VAULT_* variables of the environment.
 func (s *Server) Client() (*api.Client, error) {
+	c, err := s.rootlessClient()
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(s.Token)
+	return c, nil
+}
+
+func (s *Server) rootlessClient() (*api.Client, error) {
 	cfg := api.DefaultConfig()
 	if cfg.Error != nil {
 		return nil, fmt.Errorf("devvault: vault client config: %w", cfg.Error)
@@ -298,7 +486,7 @@ func (s *Server) Client() (*api.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devvault: vault client: %w", err)
 	}
-	c.SetToken(s.Token)
+	c.ClearToken()
 	c.ClearNamespace()
 	return c, nil
 }
@@ -308,25 +496,76 @@ func (s *Server) Env() []string {
 	return []string{"VAULT_ADDR=" + s.Addr, "VAULT_TOKEN=" + s.Token}
 }
 
-// PID returns the process ID of the Vault server.
-func (s *Server) PID() int { return s.cmd.Process.Pid }
+// PID returns the process ID of the Vault server, 0 while it is stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.cmd.Process.Pid
+}
 
-// Stop kills the server, waits for it to exit and removes its log file. It may be called
-// more than once.
-func (s *Server) Stop() error {
-	s.stopOnce.Do(func() {
-		select {
-		case <-s.exited:
-		default:
-			if err := kill(s.cmd.Process); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				s.stopErr = fmt.Errorf("devvault: kill vault (pid %d): %w", s.PID(), err)
-			}
-			<-s.exited
+// Persistent reports whether the server keeps its state across Restart (Options.StorageDir).
+func (s *Server) Persistent() bool { return s.storageDir != "" }
+
+// Stop stops the server, waits for it to exit and removes its log file. A persistent
+// server is stopped gracefully (SIGTERM, which seals it and closes its storage; SIGKILL
+// after 10 s) and can be started again with Restart. A dev server, which keeps nothing,
+// is killed at once: a graceful stop costs about half a second that test suites need not
+// wait. Stop of a stopped server does nothing.
+func (s *Server) Stop() error { return s.end(s.Persistent()) }
+
+// Kill kills the server with SIGKILL, as a crash or the OOM killer would, and waits for
+// it to exit. A persistent server can be started again with Restart.
+func (s *Server) Kill() error { return s.end(false) }
+
+func (s *Server) end(graceful bool) error {
+	s.mu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	pid := p.cmd.Process.Pid
+	err := p.stop(graceful)
+	s.log.Info("vault server stopped", "addr", s.Addr, "pid", pid, "graceful", graceful)
+	return err
+}
+
+// Restart stops a persistent server gracefully if it runs, starts it again on the same
+// port with the same storage, unseals it and waits until it is active: its keys, their
+// versions and its tokens are there again. Of a dev server it returns ErrNotPersistent.
+func (s *Server) Restart(ctx context.Context) error {
+	if !s.Persistent() {
+		return ErrNotPersistent
+	}
+	if err := s.Stop(); err != nil {
+		return err
+	}
+	start := time.Now()
+	var err error
+	for try := 1; try <= startTries; try++ {
+		var p *process
+		if p, err = s.spawn([]string{"server", "-config=" + s.configPath()}); err != nil {
+			return err
 		}
-		os.Remove(s.logPath)
-		s.log.Info("vault dev server stopped", "addr", s.Addr, "pid", s.PID())
-	})
-	return s.stopErr
+		if err = s.waitHealth(ctx, p, answering); err == nil {
+			if err = s.unseal(ctx, p); err == nil {
+				s.setProc(p)
+				s.log.Info("vault server restarted", "addr", s.Addr, "pid", p.cmd.Process.Pid, "took", time.Since(start))
+				return nil
+			}
+		}
+		err = s.failed(p, err)
+		// The port is the one clients know: if a closing socket still holds it, try again.
+		if !strings.Contains(err.Error(), "address already in use") || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("devvault: restart on %s: %w", s.listen, err)
 }
 
 // CreateKey creates an aes256-gcm96 transit key.
@@ -345,27 +584,72 @@ func (s *Server) SetMinDecryptionVersion(ctx context.Context, name string, v int
 }
 
 // CreateToken writes the policy policyName with the rules policyHCL and returns a new
-// non-root token that holds only that policy (not even "default").
+// non-root token that holds only that policy (not even "default"), valid for an hour.
 func (s *Server) CreateToken(ctx context.Context, policyName, policyHCL string) (string, error) {
+	return s.CreateTokenWith(ctx, TokenOptions{Policy: policyName, PolicyHCL: policyHCL})
+}
+
+// TokenOptions configure CreateTokenWith.
+type TokenOptions struct {
+	// Policy is the one policy the token holds (not even "default").
+	Policy string
+	// PolicyHCL, if not empty, is written as Policy first.
+	PolicyHCL string
+	// TTL is how long the token lives; Vault counts whole seconds. 0 means an hour.
+	TTL time.Duration
+	// NumUses is how many requests the token may make; 0 means no limit.
+	NumUses int
+}
+
+// CreateTokenWith returns a new non-root token. After its TTL Vault refuses it with "permission denied", as it does a
+// revoked one (see RevokeToken).
+func (s *Server) CreateTokenWith(ctx context.Context, opts TokenOptions) (string, error) {
+	if opts.Policy == "" {
+		return "", errors.New("devvault: create token: no policy")
+	}
 	c, err := s.Client()
 	if err != nil {
 		return "", err
 	}
-	if err := c.Sys().PutPolicyWithContext(ctx, policyName, policyHCL); err != nil {
-		return "", fmt.Errorf("devvault: write policy %s: %w", policyName, err)
+	if opts.PolicyHCL != "" {
+		if err := c.Sys().PutPolicyWithContext(ctx, opts.Policy, opts.PolicyHCL); err != nil {
+			return "", fmt.Errorf("devvault: write policy %s: %w", opts.Policy, err)
+		}
+	}
+	ttl := opts.TTL
+	if ttl == 0 {
+		ttl = time.Hour
+	}
+	if ttl < time.Second {
+		return "", fmt.Errorf("devvault: create token: TTL %v is under Vault's one-second granularity", ttl)
 	}
 	sec, err := c.Auth().Token().CreateWithContext(ctx, &api.TokenCreateRequest{
-		Policies:        []string{policyName},
+		Policies:        []string{opts.Policy},
 		NoDefaultPolicy: true,
-		TTL:             "1h",
+		TTL:             strconv.Itoa(int(ttl/time.Second)) + "s",
+		NumUses:         opts.NumUses,
 	})
 	if err != nil {
-		return "", fmt.Errorf("devvault: create token with policy %s: %w", policyName, err)
+		return "", fmt.Errorf("devvault: create token with policy %s: %w", opts.Policy, err)
 	}
 	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
-		return "", fmt.Errorf("devvault: create token with policy %s: empty answer", policyName)
+		return "", fmt.Errorf("devvault: create token with policy %s: empty answer", opts.Policy)
 	}
 	return sec.Auth.ClientToken, nil
+}
+
+// RevokeToken revokes token (and any token created from it) at once; Vault then
+// refuses it with "permission denied".
+func (s *Server) RevokeToken(ctx context.Context, token string) error {
+	c, err := s.Client()
+	if err != nil {
+		return err
+	}
+	// The token goes in the request body (auth/token/revoke), never in a URL or an error.
+	if err := c.Auth().Token().RevokeTreeWithContext(ctx, token); err != nil {
+		return fmt.Errorf("devvault: revoke token: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) write(ctx context.Context, what, path string, data map[string]any) error {

@@ -24,19 +24,32 @@ func alive(pid int) bool {
 }
 
 // TestVaultDiesWithParent kills a process that started Vault, without Stop, and checks
-// that Vault goes too (Pdeathsig).
+// that Vault goes too (Pdeathsig): a dev server, and a persistent one after a Restart.
 func TestVaultDiesWithParent(t *testing.T) {
-	if os.Getenv("DEVVAULT_HELPER") == "1" {
-		s, err := Start(context.Background(), Options{})
+	if mode := os.Getenv("DEVVAULT_HELPER"); mode != "" {
+		var opts Options
+		if mode == "persistent" {
+			opts.StorageDir = os.Getenv("DEVVAULT_HELPER_DIR")
+		}
+		s, err := Start(context.Background(), opts)
+		if err == nil && mode == "persistent" {
+			err = s.Restart(context.Background())
+		}
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
-		fmt.Println("pid", s.PID(), s.logPath)
+		fmt.Println("pid", s.PID(), s.logPath())
 		select {}
 	}
+	for _, mode := range []string{"dev", "persistent"} {
+		t.Run(mode, func(t *testing.T) { testVaultDiesWithParent(t, mode) })
+	}
+}
+
+func testVaultDiesWithParent(t *testing.T, mode string) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestVaultDiesWithParent$")
-	cmd.Env = append(os.Environ(), "DEVVAULT_HELPER=1")
+	cmd.Env = append(os.Environ(), "DEVVAULT_HELPER="+mode, "DEVVAULT_HELPER_DIR="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

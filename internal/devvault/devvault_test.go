@@ -67,7 +67,7 @@ func TestStartStop(t *testing.T) {
 		t.Errorf("Env = %v", s.Env())
 	}
 
-	pid, logPath := s.PID(), s.logPath
+	pid, logPath := s.PID(), s.logPath()
 	if err := s.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -110,4 +110,14 @@ func TestStartFailureShowsLog(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "listener failed: boom") {
 		t.Errorf("Start of a failing binary = %v, want the log tail in the error", err)
 	}
+}
+
+// logPath is the log file of the running process, for tests that check it goes away.
+func (s *Server) logPath() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return ""
+	}
+	return s.proc.logPath
 }

@@ -23,3 +23,12 @@ func kill(p *os.Process) error {
 	}
 	return nil
 }
+
+// terminate asks the whole process group to shut down (SIGTERM): Vault seals itself and
+// closes its storage.
+func terminate(p *os.Process) error {
+	if err := syscall.Kill(-p.Pid, syscall.SIGTERM); err != nil && err != syscall.ESRCH {
+		return p.Signal(syscall.SIGTERM)
+	}
+	return nil
+}

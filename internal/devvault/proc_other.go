@@ -11,3 +11,5 @@ import (
 func sysProcAttr() *syscall.SysProcAttr { return nil }
 
 func kill(p *os.Process) error { return p.Kill() }
+
+func terminate(p *os.Process) error { return p.Signal(os.Interrupt) }
