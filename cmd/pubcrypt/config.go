@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gocloud.dev/pubsub"
 
@@ -297,11 +298,15 @@ func deadLetterMetadata(md map[string]string, reason error, source, sub, by stri
 		}
 		out[k] = v
 	}
-	why := reason.Error()
+	why := toValidUTF8(reason.Error())
 	if len(why) > maxReasonBytes {
-		why = why[:maxReasonBytes-len(deadLetterReasonCut)] + deadLetterReasonCut
+		cut := maxReasonBytes - len(deadLetterReasonCut)
+		for cut > 0 && !utf8.RuneStart(why[cut]) {
+			cut--
+		}
+		why = why[:cut] + deadLetterReasonCut
 	}
-	out[deadLetterReason] = toValidUTF8(why)
+	out[deadLetterReason] = why
 	out[deadLetterClass] = fault.ClassOf(reason).String()
 	out[deadLetterSource] = toValidUTF8(source)
 	out[deadLetterSub] = sub
