@@ -80,6 +80,7 @@ type Server struct {
 	storageDir string // "" for a dev server
 	unsealKey  string // persistent servers only; never written anywhere
 
+	life sync.Mutex // serialises Stop, Kill and Restart
 	mu   sync.Mutex
 	proc *process // nil while stopped
 }
@@ -521,6 +522,12 @@ func (s *Server) Stop() error { return s.end(s.Persistent()) }
 func (s *Server) Kill() error { return s.end(false) }
 
 func (s *Server) end(graceful bool) error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	return s.endLocked(graceful)
+}
+
+func (s *Server) endLocked(graceful bool) error {
 	s.mu.Lock()
 	p := s.proc
 	s.proc = nil
@@ -541,7 +548,9 @@ func (s *Server) Restart(ctx context.Context) error {
 	if !s.Persistent() {
 		return ErrNotPersistent
 	}
-	if err := s.Stop(); err != nil {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if err := s.endLocked(true); err != nil {
 		return err
 	}
 	start := time.Now()
