@@ -24,50 +24,60 @@
 package filestream
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/pubcrypt/pubcrypt/fault"
 )
 
 // Error kinds, matched with errors.Is. Errors wrap them with detail that names the
 // transfer and a field, never a key or file contents.
+//
+// Each kind has its fault class (package fault): a fault of the message (fault.Message:
+// the chunk or transfer itself is bad, trying it again never helps, so a consumer
+// acknowledges it after reporting it) or of the environment (fault.Environment: the
+// destination cannot be written, the Receiver is closed; the chunk must not be
+// acknowledged and passes once the environment is mended). Errors of the keyring keep
+// the keyring's class. fault.ClassOf(err) answers for any error Handle returns.
 var (
 	// ErrNotChunk: the message has no pubcrypt-file entry.
-	ErrNotChunk = errors.New("filestream: message is not a file chunk")
+	ErrNotChunk = fault.New(fault.Message, "filestream: message is not a file chunk")
 	// ErrMalformed: the chunk's metadata or the file header does not follow the format.
-	ErrMalformed = errors.New("filestream: malformed chunk")
+	ErrMalformed = fault.New(fault.Message, "filestream: malformed chunk")
 	// ErrAuth: the chunk does not authenticate for the transfer it names: it was changed,
 	// or belongs to another transfer.
-	ErrAuth = errors.New("filestream: chunk authentication failed")
-	// ErrOrder: an authentic chunk arrived out of sequence: a duplicate, a reordered
-	// chunk, or one after a gap (a chunk was lost).
-	ErrOrder = errors.New("filestream: chunk out of order")
+	ErrAuth = fault.New(fault.Message, "filestream: chunk authentication failed")
+	// ErrOrder: an authentic chunk arrived out of sequence: after a gap (a chunk was lost)
+	// or before chunks it should follow. A chunk already received is not an error (a
+	// redelivery, ignored).
+	ErrOrder = fault.New(fault.Message, "filestream: chunk out of order")
 	// ErrUnknownTransfer: a chunk other than the first of a transfer this receiver has not
-	// seen start (it joined mid-transfer, or chunk 0 was lost).
-	ErrUnknownTransfer = errors.New("filestream: chunk of a transfer whose first chunk was not received")
+	// seen start (it joined mid-transfer, or chunk 0 was lost) and has no partial state of.
+	ErrUnknownTransfer = fault.New(fault.Message, "filestream: chunk of a transfer whose first chunk was not received")
 	// ErrAlreadyReceived: a chunk of a transfer this receiver completed (a redelivery). Not
-	// a failure: the chunk was ignored and the file is in place.
-	ErrAlreadyReceived = errors.New("filestream: transfer already received")
+	// a failure: the chunk was ignored and the file is in place; acknowledge it.
+	ErrAlreadyReceived = fault.New(fault.Message, "filestream: transfer already received")
 	// ErrAborted: a chunk of a transfer that failed earlier (the first error said why).
-	ErrAborted = errors.New("filestream: transfer was aborted")
-	// ErrIncomplete: the transfer ended before its final chunk (Close, Expire, or evicted
-	// by MaxOpenTransfers).
-	ErrIncomplete = errors.New("filestream: transfer incomplete")
-	// ErrBufferFull: with ReceiveOptions.Unordered, a data chunk arrived before its
-	// transfer's chunk 0 while ReceiveOptions.MaxBuffered chunks were already held in
-	// memory; the transfer was aborted.
-	ErrBufferFull = errors.New("filestream: too many chunks held before their header")
+	ErrAborted = fault.New(fault.Message, "filestream: transfer was aborted")
+	// ErrIncomplete: the transfer was given up before its final chunk (Expire).
+	ErrIncomplete = fault.New(fault.Message, "filestream: transfer incomplete")
 	// ErrUnsafeName: the file name is not a plain base name (path separators, "..", control
 	// characters, ...).
-	ErrUnsafeName = errors.New("filestream: unsafe file name")
-	// ErrExists: the destination file exists and ReceiveOptions.Overwrite is false.
-	ErrExists = errors.New("filestream: destination file exists")
-	// ErrSize: the sender's input was shorter or longer than the size it declared.
-	ErrSize = errors.New("filestream: input size differs from the declared size")
+	ErrUnsafeName = fault.New(fault.Message, "filestream: unsafe file name")
+	// ErrExists: the destination file exists and ReceiveOptions.Overwrite is false. A
+	// fault of the message, not of the environment: a transfer replayed whole must not
+	// stop the receiver (docs/FILES.md, section 12.3).
+	ErrExists = fault.New(fault.Message, "filestream: destination file exists")
+	// ErrStorage: the destination directory could not be read or written (unwritable,
+	// read-only, full, I/O error). The error wraps the operating system's error. The
+	// transfer's partial state is kept as it was before the chunk.
+	ErrStorage = fault.New(fault.Environment, "filestream: destination storage failed")
 	// ErrClosed: the Receiver was closed.
-	ErrClosed = errors.New("filestream: receiver closed")
+	ErrClosed = fault.New(fault.Environment, "filestream: receiver closed")
+	// ErrSize: the sender's input was shorter or longer than the size it declared.
+	ErrSize = fault.New(fault.Message, "filestream: input size differs from the declared size")
 	// ErrInvalidInput: the sender was given something the format cannot carry (size,
 	// chunk size, key ID, wrapped key).
-	ErrInvalidInput = errors.New("filestream: invalid input")
+	ErrInvalidInput = fault.New(fault.Message, "filestream: invalid input")
 )
 
 // TransferError is the error for one transfer. It names the transfer by its ID (as in
@@ -102,6 +112,13 @@ func (e *TransferError) Unwrap() error { return e.Err }
 
 func malformed(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+}
+
+// storage reports a failed operation on the destination directory: an environment
+// fault that wraps the operating system's error (so that errors.Is finds, say,
+// syscall.ENOSPC).
+func storage(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrStorage, op, err)
 }
 
 func invalid(format string, args ...any) error {

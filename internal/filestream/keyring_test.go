@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -147,7 +148,8 @@ func newReceiver(t testing.TB, kr keyring.Keyring, dir string, opts ReceiveOptio
 	return r
 }
 
-// dirEntries lists dir, sorted.
+// dirEntries lists dir, sorted, without the Receiver's record of completed transfers
+// (transfer IDs only, kept for redeliveries after a restart).
 func dirEntries(t testing.TB, dir string) []string {
 	t.Helper()
 	es, err := os.ReadDir(dir)
@@ -156,7 +158,9 @@ func dirEntries(t testing.TB, dir string) []string {
 	}
 	var names []string
 	for _, e := range es {
-		names = append(names, e.Name())
+		if e.Name() != journalName {
+			names = append(names, e.Name())
+		}
 	}
 	slices.Sort(names)
 	return names
@@ -194,4 +198,23 @@ func readFile(t testing.TB, dir, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// noPlaintext fails if a file in dir holds any 32-byte piece of data at a 32-byte
+// boundary of it: the partial state must hold ciphertext only.
+func noPlaintext(t testing.TB, dir string, data []byte) {
+	t.Helper()
+	for _, name := range dirEntries(t, dir) {
+		b := readFile(t, dir, name)
+		for i := 0; i+32 <= len(data); i += 32 {
+			if bytes.Contains(b, data[i:i+32]) {
+				t.Fatalf("%s holds plaintext (offset %d of the file)", name, i)
+			}
+		}
+	}
+}
+
+// newTestLogger logs everything, as text, to w.
+func newTestLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

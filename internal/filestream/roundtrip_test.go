@@ -345,6 +345,8 @@ func TestExisting(t *testing.T) {
 	})
 }
 
+// TestMaxOpenTransfers: beyond the bound, the least recently active transfer is set
+// aside, not aborted: its next chunk reads its partial state again (one more unwrap).
 func TestMaxOpenTransfers(t *testing.T) {
 	kr := newTestKeyring()
 	var streams [][]msg
@@ -356,58 +358,69 @@ func TestMaxOpenTransfers(t *testing.T) {
 	r := newReceiver(t, kr, dir, ReceiveOptions{MaxOpenTransfers: 2})
 	clock := time.Unix(0, 0)
 	r.now = func() time.Time { clock = clock.Add(time.Second); return clock }
-	// f0 and f1 start; f1 makes progress; f2 starts and evicts f0, the least recent.
+	// f0 and f1 start; f1 makes progress; f2 starts and sets f0 aside, the least recent.
 	var errs []error
 	for _, m := range []msg{streams[0][0], streams[1][0], streams[1][1], streams[2][0]} {
 		_, e := deliver(t, r, []msg{m})
 		errs = append(errs, e...)
 	}
-	if len(errs) != 0 {
-		t.Fatal(errs)
+	if len(errs) != 0 || len(r.open) != 2 || len(r.disk) != 1 {
+		t.Fatalf("errors %v, %d open, %d set aside", errs, len(r.open), len(r.disk))
 	}
-	_, errs = deliver(t, r, streams[0][1:])
-	if len(errs) != 3 || !errors.Is(errs[0], ErrAborted) {
-		t.Fatalf("evicted transfer: errors %v, want ErrAborted", errs)
-	}
+	unwraps := kr.unwraps.Load()
+	d0, e0 := deliver(t, r, streams[0][1:])
 	d1, e1 := deliver(t, r, streams[1][2:])
 	d2, e2 := deliver(t, r, streams[2][1:])
-	if len(e1)+len(e2) != 0 || len(d1) != 1 || len(d2) != 1 {
-		t.Fatalf("errors %v %v", e1, e2)
+	if len(e0)+len(e1)+len(e2) != 0 || len(d0)+len(d1)+len(d2) != 3 {
+		t.Fatalf("errors %v %v %v", e0, e1, e2)
 	}
-	if got := dirEntries(t, dir); !slices.Equal(got, []string{"f1", "f2"}) {
+	if got := dirEntries(t, dir); !slices.Equal(got, []string{"f0", "f1", "f2"}) {
 		t.Errorf("destination holds %q", got)
+	}
+	if got := kr.unwraps.Load() - unwraps; got != 2 {
+		t.Errorf("%d unwrap calls, want 2 (f0 read again, and f1 then set aside for it)", got)
 	}
 }
 
+// TestExpireAndClose: Expire gives a transfer up and removes its partial state; Close
+// keeps the others' for the next Receiver on the directory.
 func TestExpireAndClose(t *testing.T) {
 	kr := newTestKeyring()
 	a, sa := sendBytes(t, kr, "a", testData(300), 100)
 	b, sb := sendBytes(t, kr, "b", testData(300), 100)
 	dir := t.TempDir()
-	r := newReceiver(t, kr, dir, ReceiveOptions{})
+	r, err := NewReceiver(kr, dir, ReceiveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	clock := time.Unix(1000, 0)
 	r.now = func() time.Time { return clock }
 	deliver(t, r, a[:2])
 	clock = clock.Add(time.Minute)
 	deliver(t, r, b[:2])
 	if len(dirEntries(t, dir)) != 2 {
-		t.Fatalf("want 2 partial files, have %q", dirEntries(t, dir))
+		t.Fatalf("want 2 partial state files, have %q", dirEntries(t, dir))
 	}
+	noPlaintext(t, dir, testData(300))
 	clock = clock.Add(30 * time.Second)
-	err := r.Expire(time.Minute)
+	err = r.Expire(time.Minute)
 	var te *TransferError
 	if !errors.Is(err, ErrIncomplete) || !errors.As(err, &te) || te.ID != sa.TransferID || te.Name != "a" {
 		t.Fatalf("Expire: %v, want ErrIncomplete for %s", err, sa.TransferID)
 	}
-	err = r.Close()
-	if !errors.Is(err, ErrIncomplete) || !errors.As(err, &te) || te.ID != sb.TransferID {
-		t.Fatalf("Close: %v, want ErrIncomplete for %s", err, sb.TransferID)
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
 	}
-	if got := dirEntries(t, dir); len(got) != 0 {
-		t.Errorf("destination holds %q", got)
+	if got := dirEntries(t, dir); len(got) != 1 || !strings.Contains(got[0], sb.TransferID) {
+		t.Errorf("destination holds %q, want b's partial state", got)
 	}
-	if _, err := r.Handle(context.Background(), a[0].body, a[0].md); err == nil {
-		t.Error("Handle after Close succeeded")
+	if _, err := r.Handle(context.Background(), a[0].body, a[0].md); !errors.Is(err, ErrClosed) {
+		t.Errorf("Handle after Close: %v", err)
+	}
+	r2 := newReceiver(t, kr, dir, ReceiveOptions{})
+	done, errs := deliver(t, r2, b[1:]) // the broker delivers chunk 1 again
+	if len(errs) != 0 || len(done) != 1 || !bytes.Equal(readFile(t, dir, "b"), testData(300)) {
+		t.Fatalf("done %v, errors %v", done, errs)
 	}
 }
 

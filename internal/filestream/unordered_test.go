@@ -54,7 +54,7 @@ func TestUnorderedPermutations(t *testing.T) {
 			t.Run(fmt.Sprintf("size=%d/chunk=%d/seed=%d", c.size, c.chunk, seed), func(t *testing.T) {
 				dir := t.TempDir()
 				var calls int
-				r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: len(msgs),
+				r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true,
 					Progress: func(string, int64, int64) { calls++ }})
 				unwraps := kr.unwraps.Load()
 				done, errs := deliver(t, r, shuffled(msgs, seed))
@@ -68,8 +68,8 @@ func TestUnorderedPermutations(t *testing.T) {
 				if calls != len(msgs) {
 					t.Errorf("%d progress calls, want %d", calls, len(msgs))
 				}
-				if r.buffered != 0 || len(r.open) != 0 {
-					t.Errorf("after completion: %d chunks held, %d transfers open", r.buffered, len(r.open))
+				if len(r.open) != 0 || len(r.disk) != 0 {
+					t.Errorf("after completion: %d transfers open, %d on disk", len(r.open), len(r.disk))
 				}
 			})
 		}
@@ -122,7 +122,7 @@ func TestUnorderedDuplicates(t *testing.T) {
 			seq = append(seq, msgs[0], msgs[1], msgs[len(msgs)-1])
 			seq = shuffled(seq, seed)
 			dir := t.TempDir()
-			r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: len(seq)})
+			r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true})
 			done, errs := deliver(t, r, seq)
 			onlyAlreadyReceived(t, errs)
 			expectReceived(t, dir, "dup.bin", data, done, st.TransferID)
@@ -130,7 +130,7 @@ func TestUnorderedDuplicates(t *testing.T) {
 	}
 	t.Run("duplicates before the header count once", func(t *testing.T) {
 		dir := t.TempDir()
-		r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: 2})
+		r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true})
 		seq := []msg{msgs[3], msgs[3], msgs[5], msgs[3], msgs[5], msgs[0], msgs[0], msgs[3]}
 		seq = append(seq, msgs[1:]...)
 		done, errs := deliver(t, r, seq)
@@ -141,87 +141,47 @@ func TestUnorderedDuplicates(t *testing.T) {
 	})
 }
 
-// TestUnorderedBufferBound: data chunks after the header are not held, whatever their
-// order; before the header, MaxBuffered chunks are held and one more aborts the
-// transfer cleanly.
-func TestUnorderedBufferBound(t *testing.T) {
+// TestUnorderedEarlyChunks: data chunks that come before their header are stored on
+// disk like the others (ciphertext, in the transfer's partial state), not held in
+// memory, however many: a header that comes last completes the file.
+func TestUnorderedEarlyChunks(t *testing.T) {
 	kr := newTestKeyring()
-	data := testData(1000)
-	msgs, st := sendBytes(t, kr, "f", data, 100)
-
-	t.Run("after the header nothing is held", func(t *testing.T) {
-		dir := t.TempDir()
-		r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: 1})
-		seq := append([]msg{msgs[0]}, shuffled(msgs[1:], 7)...)
-		done, errs := deliver(t, r, seq)
-		if len(errs) > 0 {
-			t.Fatal(errs)
+	data := testData(100000)
+	msgs, st := sendBytes(t, kr, "f", data, 1000) // header + 100 data chunks
+	other, ost := sendBytes(t, kr, "g", data, 1000)
+	dir := t.TempDir()
+	r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true})
+	// Both transfers' data chunks interleaved, then the headers.
+	var seq []msg
+	for i := 1; i < len(msgs); i++ {
+		seq = append(seq, msgs[i], other[len(other)-i])
+	}
+	done, errs := deliver(t, r, seq)
+	if len(done) != 0 || len(errs) != 0 {
+		t.Fatalf("done %v, errors %v", done, errs)
+	}
+	ps := r.Partials()
+	if len(ps) != 2 || ps[0].Chunks != 100 || ps[0].Total != 101 || ps[1].Chunks != 100 {
+		t.Fatalf("partials %+v", ps)
+	}
+	noPlaintext(t, dir, data)
+	d1, e1 := deliver(t, r, []msg{other[0]})
+	d2, e2 := deliver(t, r, []msg{msgs[0]})
+	if len(e1)+len(e2) != 0 || len(d1) != 1 || len(d2) != 1 || d1[0].TransferID != ost.TransferID || d2[0].TransferID != st.TransferID {
+		t.Fatalf("done %v %v, errors %v %v", d1, d2, e1, e2)
+	}
+	for _, name := range []string{"f", "g"} {
+		if !bytes.Equal(readFile(t, dir, name), data) {
+			t.Fatalf("%s differs", name)
 		}
-		expectReceived(t, dir, "f", data, done, st.TransferID)
-	})
-	t.Run("default bound", func(t *testing.T) {
-		r := newReceiver(t, kr, t.TempDir(), ReceiveOptions{Unordered: true})
-		if r.opts.MaxBuffered != 16 {
-			t.Fatalf("MaxBuffered %d, want 16", r.opts.MaxBuffered)
-		}
-	})
-	t.Run("exceeded", func(t *testing.T) {
-		dir := t.TempDir()
-		r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: 3})
-		done, errs := deliver(t, r, []msg{msgs[4], msgs[2], msgs[9]})
-		if len(errs) > 0 || len(done) > 0 || r.buffered != 3 {
-			t.Fatalf("done %v, errors %v, %d held", done, errs, r.buffered)
-		}
-		_, err := r.Handle(context.Background(), msgs[1].body, msgs[1].md)
-		var te *TransferError
-		if !errors.Is(err, ErrBufferFull) || !errors.As(err, &te) || te.ID != st.TransferID || te.Index != 1 ||
-			!strings.Contains(err.Error(), "MaxBuffered 3") {
-			t.Fatalf("got %v, want ErrBufferFull naming the transfer and chunk 1", err)
-		}
-		if r.buffered != 0 || len(r.open) != 0 {
-			t.Fatalf("after the abort: %d chunks held, %d transfers open", r.buffered, len(r.open))
-		}
-		done, errs = deliver(t, r, msgs[5:])
-		if len(done) != 0 || len(errs) != len(msgs)-5 {
-			t.Fatalf("done %v, errors %v", done, errs)
-		}
-		for _, err := range errs {
-			if !errors.Is(err, ErrAborted) {
-				t.Fatalf("got %v, want ErrAborted", err)
-			}
-		}
-		if err := r.Close(); err != nil {
-			t.Fatalf("Close: %v", err)
-		}
-		if got := dirEntries(t, dir); len(got) != 0 {
-			t.Fatalf("destination holds %q", got)
-		}
-	})
-	t.Run("bound shared by transfers", func(t *testing.T) {
-		other, _ := sendBytes(t, kr, "g", data, 100)
-		dir := t.TempDir()
-		r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: 2})
-		done, errs := deliver(t, r, []msg{msgs[1], other[1], other[2]})
-		if len(done) != 0 || len(errs) != 1 || !errors.Is(errs[0], ErrBufferFull) {
-			t.Fatalf("done %v, errors %v", done, errs)
-		}
-		// msgs' transfer still completes; other's was aborted.
-		done, errs = deliver(t, r, msgs)
-		if len(errs) > 0 {
-			t.Fatal(errs)
-		}
-		expectReceived(t, dir, "f", data, done, st.TransferID)
-		if r.buffered != 0 {
-			t.Fatalf("%d chunks held", r.buffered)
-		}
-	})
+	}
 }
 
 // expectUnorderedFailed is expectFailed with an unordered receiver: no file is installed,
 // no partial file stays, and the errors naming transfer id are returned.
 func expectUnorderedFailed(t *testing.T, kr *testKeyring, id string, msgs []msg) []error {
 	t.Helper()
-	return expectFailedWith(t, kr, ReceiveOptions{Unordered: true, MaxBuffered: 100}, id, msgs)
+	return expectFailedWith(t, kr, ReceiveOptions{Unordered: true}, id, msgs)
 }
 
 func TestUnorderedRefused(t *testing.T) {
@@ -326,8 +286,7 @@ func TestUnorderedInconsistent(t *testing.T) {
 	}
 }
 
-// TestUnorderedStrictUnchanged: without Unordered, a reordered or duplicated chunk is
-// still refused.
+// TestUnorderedStrictUnchanged: without Unordered, a reordered chunk is still refused.
 func TestUnorderedStrictUnchanged(t *testing.T) {
 	kr := newTestKeyring()
 	msgs, st := sendBytes(t, kr, "f", testData(1000), 100)
@@ -358,29 +317,36 @@ func TestUnorderedLifecycle(t *testing.T) {
 		if err := r.Expire(time.Minute); !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "before chunk 0") {
 			t.Fatalf("Expire: %v", err)
 		}
-		if r.buffered != 0 || len(r.open) != 0 {
-			t.Fatalf("%d chunks held, %d open", r.buffered, len(r.open))
+		if len(r.open) != 0 || len(dirEntries(t, dir)) != 0 {
+			t.Fatalf("%d open, destination holds %q", len(r.open), dirEntries(t, dir))
 		}
-		other, _ := sendBytes(t, kr, "g", data, 100)
+		// Close keeps a transfer in progress for the next Receiver, which finishes it.
+		other, ost := sendBytes(t, kr, "g", data, 100)
 		deliver(t, r, []msg{other[0], other[4]})
-		if err := r.Close(); !errors.Is(err, ErrIncomplete) || !strings.Contains(err.Error(), "after 2 of 11 chunks") {
+		if err := r.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
-		if got := dirEntries(t, dir); len(got) != 0 {
-			t.Fatalf("destination holds %q", got)
+		r2 := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true})
+		if ps := r2.Partials(); len(ps) != 1 || ps[0].TransferID != ost.TransferID || ps[0].Chunks != 2 || ps[0].Total != 0 {
+			t.Fatalf("partials after a restart: %+v", ps)
 		}
+		done, errs := deliver(t, r2, shuffled(other, 5))
+		onlyAlreadyReceived(t, errs) // chunks 0 and 4 again, if they come after the completion
+		expectReceived(t, dir, "g", data, done, ost.TransferID)
 	})
 	t.Run("max open transfers", func(t *testing.T) {
+		// The transfer set aside goes on from its partial state.
 		dir := t.TempDir()
 		r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxOpenTransfers: 1})
-		other, _ := sendBytes(t, kr, "g", data, 100)
+		other, ost := sendBytes(t, kr, "g", data, 100)
 		_, errs := deliver(t, r, []msg{msgs[2], other[2]})
-		if len(errs) != 0 || len(r.open) != 1 || r.buffered != 1 {
-			t.Fatalf("errors %v, %d open, %d held", errs, len(r.open), r.buffered)
+		if len(errs) != 0 || len(r.open) != 1 || len(r.disk) != 1 {
+			t.Fatalf("errors %v, %d open, %d set aside", errs, len(r.open), len(r.disk))
 		}
-		_, err := r.Handle(context.Background(), msgs[3].body, msgs[3].md)
-		if !errors.Is(err, ErrAborted) {
-			t.Fatalf("chunk of the evicted transfer: %v", err)
+		d1, e1 := deliver(t, r, shuffled(msgs, 3))
+		d2, e2 := deliver(t, r, shuffled(other, 4))
+		if len(e1)+len(e2) != 0 || len(d1) != 1 || len(d2) != 1 || d2[0].TransferID != ost.TransferID {
+			t.Fatalf("done %v %v, errors %v %v", d1, d2, e1, e2)
 		}
 	})
 	t.Run("forged chunk before any other", func(t *testing.T) {
@@ -419,7 +385,7 @@ func TestUnorderedLifecycle(t *testing.T) {
 func TestUnorderedConcurrent(t *testing.T) {
 	kr := newTestKeyring()
 	dir := t.TempDir()
-	r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true, MaxBuffered: 1000})
+	r := newReceiver(t, kr, dir, ReceiveOptions{Unordered: true})
 	type file struct {
 		name string
 		data []byte
