@@ -5,16 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"gocloud.dev/pubsub"
 	"golang.org/x/term"
 
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/filestream"
 	"github.com/pubcrypt/pubcrypt/keyring"
@@ -123,15 +126,18 @@ func sendFiles(ctx context.Context, kr keyring.Keyring, top *pubsub.Topic, files
 func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("receive-files", "Receives files sent by send-files, decrypts and verifies them, and moves each into the\n"+
 		"destination directory only when the whole file verified; a partial or tampered\n"+
-		"transfer never appears there. Each message is acknowledged once its chunk is verified\n"+
-		"and written to the partial file, which keeps memory flat; a receiver restarted in the\n"+
-		"middle of a file cannot finish that file (it says so) and the file must be sent again.\n\n"+
+		"transfer never appears there. Each chunk is verified and stored, still encrypted, in the\n"+
+		"transfer's partial state in the directory before its message is acknowledged, so a\n"+
+		"receiver restarted in the middle of a file finishes it without a re-send. If the\n"+
+		"directory cannot be written (read-only, full), nothing is acknowledged: the command\n"+
+		"stops with an environment fault, and a rerun goes on where it stopped.\n\n"+
 		"Example: pubcrypt receive-files --sub 'kafka://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest' --dir destination")
 	subURL := fs.String("sub", "kafka://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest", "subscription URL to read")
 	dir := fs.String("dir", "destination", "directory the received files are written to")
 	maxFiles := fs.Int("max-files", 0, "stop after this many files completed or refused (0: no limit)")
 	overwrite := fs.Bool("overwrite", false, "replace an existing file of the same name")
-	ordered := fs.String("ordered", "auto", "chunks must arrive in order: true (a reordered chunk is refused), false (reassembled in any order, for Pub/Sub, SQS), auto (true on Kafka, NATS, RabbitMQ)")
+	ordered := fs.String("ordered", "auto", "chunks must arrive in order: true (a chunk after a gap is refused), false (reassembled in any order, for Pub/Sub, SQS), auto (true on Kafka, NATS, RabbitMQ)")
+	staleAfter := fs.Duration("stale-after", filestream.DefaultStaleAfter, "remove at start the partial state of transfers that got no chunk for this long (0: keep it)")
 	var vf vaultFlags
 	vf.register(fs)
 	var sf stopFlags
@@ -145,18 +151,29 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if err := os.MkdirAll(*dir, 0o755); err != nil {
-		return err
+		return envFault(fmt.Errorf("destination: %w", err))
 	}
 	kr, err := vf.keyring()
 	if err != nil {
 		return err
 	}
+	stale := *staleAfter
+	if stale == 0 {
+		stale = -1 // keep
+	}
+	// The destination is checked before the broker is touched: an unwritable directory
+	// is one clear line at start, with nothing read, nothing acknowledged.
+	rcv, err := newFileReceiver(kr, *dir, receiveLimits{overwrite: *overwrite, unordered: !strict, staleAfter: stale}, os.Stderr)
+	if err != nil {
+		return envFault(err)
+	}
 	sub, err := broker.OpenSubscription(ctx, *subURL)
 	if err != nil {
+		rcv.Close()
 		return err
 	}
 	defer shutdown(sub)
-	got, failed, err := receiveFiles(ctx, kr, sub, *dir, receiveLimits{files: *maxFiles, stop: sf, overwrite: *overwrite, unordered: !strict}, out, os.Stderr)
+	got, failed, err := receiveWith(ctx, rcv, sub, receiveLimits{files: *maxFiles, stop: sf}, out)
 	fmt.Fprintf(out, "%d file(s) received into %s, %d refused\n", got, *dir, failed)
 	if err == nil && failed > 0 {
 		err = fmt.Errorf("%d transfer(s) refused; nothing of them was written to %s", failed, *dir)
@@ -164,11 +181,22 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	return err
 }
 
+// envFault says of an error of the environment that it is one, and that nothing was
+// acknowledged because of it: the user mends the environment and runs the command
+// again, which goes on where it stopped.
+func envFault(err error) error {
+	if err == nil || fault.ClassOf(err) != fault.Environment {
+		return err
+	}
+	return fmt.Errorf("environment fault, message not acknowledged (run again once it is fixed: the transfer resumes): %w", err)
+}
+
 type receiveLimits struct {
-	files     int
-	stop      stopFlags
-	overwrite bool
-	unordered bool // reassemble chunks in any order (brokers that do not keep order)
+	files      int
+	stop       stopFlags
+	overwrite  bool
+	unordered  bool          // reassemble chunks in any order (brokers that do not keep order)
+	staleAfter time.Duration // filestream.ReceiveOptions.StaleAfter
 }
 
 // orderedFor decides whether chunks must arrive in order: brokers that keep order per
@@ -194,34 +222,33 @@ func orderedFor(flag, subURL string) (bool, error) {
 	return false, fmt.Errorf("--ordered must be true, false or auto, not %q", flag)
 }
 
-// receiveFiles feeds messages to a filestream.Receiver. Each message is acked as soon as
-// Handle has dealt with it: kafkapubsub keeps every message behind an unacked one in
-// memory, so holding a transfer's chunks until it completes would hold the whole file.
-// A key-service outage stops without acking, so the chunk is read again.
+// receiveFiles feeds messages to a filestream.Receiver on dir.
 func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscription, dir string, lim receiveLimits, out, progress io.Writer) (got, failed int, err error) {
-	var rcv *filestream.Receiver
-	defer func() {
-		if rcv == nil {
-			return
-		}
-		// Transfers still open when the receiver stops are truncated: report each (their
-		// partial files are removed; nothing appears in dir).
-		for _, e := range unjoin(rcv.Close()) {
-			if errors.Is(e, filestream.ErrIncomplete) {
-				failed++
-				fmt.Fprintf(out, "refused: %v\n", e)
-			}
-		}
-	}()
-	bars := map[string]*progressbar.ProgressBar{}
-	rcv, err = filestream.NewReceiver(kr, dir, filestream.ReceiveOptions{
-		Overwrite: lim.overwrite,
-		Unordered: lim.unordered,
+	rcv, err := newFileReceiver(kr, dir, lim, progress)
+	if err != nil {
+		return 0, 0, envFault(err)
+	}
+	return receiveWith(ctx, rcv, sub, lim, out)
+}
+
+// fileReceiver is a filestream.Receiver with the progress bars of its transfers.
+type fileReceiver struct {
+	*filestream.Receiver
+	bars map[string]*progressbar.ProgressBar
+}
+
+func newFileReceiver(kr keyring.Keyring, dir string, lim receiveLimits, progress io.Writer) (*fileReceiver, error) {
+	fr := &fileReceiver{bars: map[string]*progressbar.ProgressBar{}}
+	rcv, err := filestream.NewReceiver(kr, dir, filestream.ReceiveOptions{
+		Logger:     slog.Default(),
+		Overwrite:  lim.overwrite,
+		Unordered:  lim.unordered,
+		StaleAfter: lim.staleAfter,
 		Progress: func(name string, n, total int64) {
-			bar, ok := bars[name]
+			bar, ok := fr.bars[name]
 			if !ok {
 				bar = newBar(progress, total, "recv "+name)
-				bars[name] = bar
+				fr.bars[name] = bar
 			}
 			if bar != nil {
 				_ = bar.Set64(n)
@@ -229,30 +256,46 @@ func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscript
 		},
 	})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
+	fr.Receiver = rcv
+	return fr, nil
+}
+
+// receiveWith feeds messages to rcv, and closes it. A message is acknowledged once
+// Handle has dealt with it for good: its chunk stored durably in the transfer's partial
+// state (kafkapubsub keeps every message behind an unacknowledged one in memory, so
+// holding a transfer's chunks until it completes would hold the whole file), ignored as
+// a redelivery, or refused as a fault of the message. An environment fault (the
+// directory unwritable or full, the key service unavailable) is never acknowledged: the
+// command stops with it, and the next run reads the chunk again and goes on.
+func receiveWith(ctx context.Context, rcv *fileReceiver, sub *pubsub.Subscription, lim receiveLimits, out io.Writer) (got, failed int, err error) {
+	defer func() {
+		// Transfers still open when the receiver stops are kept, encrypted, for the
+		// next run: say so.
+		for _, p := range rcv.Partials() {
+			name := ""
+			if p.Name != "" {
+				name = fmt.Sprintf(" (%q)", p.Name)
+			}
+			total := "?"
+			if p.Total > 0 {
+				total = fmt.Sprint(p.Total)
+			}
+			fmt.Fprintf(out, "in progress: transfer %s%s, %d of %s chunks kept for the next run\n", p.TransferID, name, p.Chunks, total)
+		}
+		rcv.Close()
+	}()
 	refused := map[string]bool{} // transfers refused, each counted once
-	for lim.files == 0 || got+failed < lim.files {
-		m, err := lim.stop.receive(ctx, sub.Receive)
-		if errors.Is(err, errIdle) || (err != nil && ctx.Err() != nil) {
-			return got, failed, nil
-		}
-		if err != nil {
-			return got, failed, err
-		}
-		done, herr := rcv.Handle(ctx, m.Body, m.Metadata)
-		if herr != nil && errors.Is(herr, keyring.ErrUnavailable) {
-			return got, failed, herr // not acked: read again by the next run
-		}
-		m.Ack()
+	report := func(done *filestream.Done, herr error, how string) {
 		switch {
 		case done != nil:
 			got++
-			if bar := bars[done.Name]; bar != nil {
+			if bar := rcv.bars[done.Name]; bar != nil {
 				_ = bar.Finish()
-				delete(bars, done.Name)
+				delete(rcv.bars, done.Name)
 			}
-			fmt.Fprintf(out, "received %s: %d bytes, verified (transfer %s)\n", done.Path, done.Size, done.TransferID)
+			fmt.Fprintf(out, "received %s: %d bytes, verified (transfer %s%s)\n", done.Path, done.Size, done.TransferID, how)
 		case errors.Is(herr, filestream.ErrAlreadyReceived):
 			// Redelivery of a file already in place: nothing to do.
 		case herr != nil:
@@ -267,6 +310,39 @@ func receiveFiles(ctx context.Context, kr keyring.Keyring, sub *pubsub.Subscript
 				fmt.Fprintf(out, "refused: %v\n", herr)
 			}
 		}
+	}
+	// Transfers whose chunks all arrived before an earlier run stopped: install them.
+	done, rerr := rcv.Resume(ctx)
+	for _, d := range done {
+		report(d, nil, ", resumed")
+	}
+	for _, e := range unjoin(rerr) {
+		if fault.ClassOf(e) == fault.Environment {
+			return got, failed, envFault(e)
+		}
+		report(nil, e, "")
+	}
+	for n := 0; lim.files == 0 || got+failed < lim.files; {
+		if lim.stop.done(n) {
+			break
+		}
+		m, err := lim.stop.receive(ctx, sub.Receive)
+		if errors.Is(err, errIdle) || (err != nil && ctx.Err() != nil) {
+			return got, failed, nil
+		}
+		if err != nil {
+			return got, failed, err
+		}
+		n++
+		done, herr := rcv.Handle(ctx, m.Body, m.Metadata)
+		if herr != nil && fault.ClassOf(herr) == fault.Environment {
+			if ctx.Err() != nil {
+				return got, failed, nil // interrupted: the chunk is read again next time
+			}
+			return got, failed, envFault(herr) // not acknowledged: read again by the next run
+		}
+		m.Ack()
+		report(done, herr, "")
 	}
 	return got, failed, nil
 }
