@@ -33,6 +33,9 @@ import (
 // a real Vault dev server and an in-process kfake broker, with netfault proxies where the
 // network must misbehave.
 
+// cliBuildFlags are go build's flags for the CLI the tests run ("-race" under -race).
+var cliBuildFlags []string
+
 // buildCLI builds the pubcrypt binary once per test binary.
 var buildCLI = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "pubcrypt-cli-")
@@ -40,7 +43,8 @@ var buildCLI = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "pubcrypt")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	args := append(append([]string{"build"}, cliBuildFlags...), "-o", bin, ".")
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		return "", errors.New(string(out))
 	}
 	return bin, nil
