@@ -42,6 +42,11 @@ type Options struct {
 	// Kafka a subscription needs more than the consumer group's session timeout (10 s):
 	// joining a group waits that long for a member that died.
 	Timeout time.Duration
+	// ReadAhead bounds the messages a Kafka subscription fetches ahead of its consumer
+	// (sarama's ChannelBufferSize); 0 keeps sarama's 256. Large messages want few: 256
+	// file chunks of 512 KiB are 128 MiB held in memory whenever the consumer is slower
+	// than the broker (receive-files makes every chunk durable before acknowledging it).
+	ReadAhead int
 }
 
 func (o Options) timeout() time.Duration {

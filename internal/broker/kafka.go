@@ -246,6 +246,9 @@ func (s KafkaSettings) opener(opts Options) (*kafkapubsub.URLOpener, error) {
 		return nil, err
 	}
 	withTimeout(c, opts.timeout())
+	if opts.ReadAhead > 0 {
+		c.ChannelBufferSize = opts.ReadAhead
+	}
 	return &kafkapubsub.URLOpener{Brokers: s.Brokers, Config: c}, nil
 }
 
