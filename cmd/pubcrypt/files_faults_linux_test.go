@@ -95,7 +95,7 @@ func waitForPartial(t *testing.T, ctx context.Context, dir string, size int64, e
 func expectEnvironmentFault(t *testing.T, err error, stdout, stderr, want string) {
 	t.Helper()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || !strings.Contains(stderr, "environment fault") || !strings.Contains(stderr, want) {
+	if !errors.As(err, &ee) || ee.ExitCode() != exitEnvironment || !strings.Contains(stderr, "environment fault") || !strings.Contains(stderr, want) {
 		t.Fatalf("receive-files: %v, want an environment fault naming %q\nstdout:\n%s\nstderr:\n%s", err, want, stdout, stderr)
 	}
 	if strings.Contains(stdout, "refused:") {

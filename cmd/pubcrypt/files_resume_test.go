@@ -61,11 +61,7 @@ func newFileRig(t *testing.T, ctx context.Context, topics ...string) *fileRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "pubcrypt")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return &fileRig{kafka: kafka, kr: kr, bin: bin}
+	return &fileRig{kafka: kafka, kr: kr, bin: cliBinary(t)}
 }
 
 // receiveCmd is `pubcrypt receive-files` reading topic as group into dir.
