@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 )
 
@@ -102,29 +101,4 @@ func TestSplice(t *testing.T) {
 	if !bytes.Equal(splice(doc, nil, nil), doc) {
 		t.Error("splice without matches changed the document")
 	}
-}
-
-// FuzzLocate checks the scanner against encoding/json: every match is a complete JSON
-// value, and on valid input the scanner never fails.
-func FuzzLocate(f *testing.F) {
-	for _, s := range []string{`{"a":{"b":[1,"x"]},"c":[{"d":null}]}`, `{"a\u0062":1}`, `[]`, `{"a":"\\\""}`} {
-		f.Add(s)
-	}
-	c, _ := compile(Policy{{Path: "a.b", Mode: Transit}, {Path: "c[].d", Mode: Envelope}, {Path: "ab", Mode: Transit}})
-	f.Fuzz(func(t *testing.T, doc string) {
-		ms, err := locate([]byte(doc), c)
-		if !json.Valid([]byte(doc)) {
-			return
-		}
-		if err != nil {
-			t.Fatalf("locate(%q): %v", doc, err)
-		}
-		prev := 0
-		for _, m := range ms {
-			if m.start < prev || !json.Valid([]byte(doc[m.start:m.end])) || strings.TrimSpace(doc[m.start:m.end]) != doc[m.start:m.end] {
-				t.Fatalf("locate(%q): bad span %d:%d", doc, m.start, m.end)
-			}
-			prev = m.end
-		}
-	})
 }
