@@ -233,10 +233,14 @@ type faultFlags struct {
 	onMessage  string
 	deadLetter string
 	maxOutage  time.Duration
+	def        string // the policy without --on-message-fault and --dead-letter
 }
 
-func (f *faultFlags) register(fs *flag.FlagSet, what string) {
-	fs.StringVar(&f.onMessage, "on-message-fault", "", "what to do with "+what+": dead-letter (to --dead-letter, encrypted whole-body, then acknowledged), skip (acknowledged and counted) or stop (exit 4 naming it, not acknowledged); default dead-letter with --dead-letter, else stop")
+// register adds the flags; def is the policy when neither --on-message-fault nor
+// --dead-letter is given (stop for encrypt and consume).
+func (f *faultFlags) register(fs *flag.FlagSet, what, def string) {
+	f.def = def
+	fs.StringVar(&f.onMessage, "on-message-fault", "", "what to do with "+what+": dead-letter (to --dead-letter, encrypted whole-body, then acknowledged), skip (acknowledged and counted) or stop (exit 4 naming it, not acknowledged); default dead-letter with --dead-letter, else "+def)
 	fs.StringVar(&f.deadLetter, "dead-letter", "", "topic URL for messages with a fault of their own (must exist)")
 	fs.DurationVar(&f.maxOutage, "max-outage", 0, "exit (status 3) when Vault or the broker has been failing for this long (0: ride out any outage)")
 }
@@ -248,7 +252,7 @@ func (f *faultFlags) policy() (string, error) {
 	}
 	p := f.onMessage
 	if p == "" {
-		p = onFaultStop
+		p = f.def
 		if f.deadLetter != "" {
 			p = onFaultDeadLetter
 		}
@@ -266,6 +270,22 @@ func (f *faultFlags) policy() (string, error) {
 		return "", usagef("--on-message-fault must be dead-letter, skip or stop, not %q", p)
 	}
 	return p, nil
+}
+
+// subscriptionError is a failure of a subscription itself, not of a message: a gocloud
+// subscription whose Receive failed stays failed, so it must be reopened.
+type subscriptionError struct{ err error }
+
+func (e *subscriptionError) Error() string           { return "receive: " + e.err.Error() }
+func (e *subscriptionError) Unwrap() error           { return e.err }
+func (e *subscriptionError) FaultClass() fault.Class { return fault.Environment }
+
+// outageOfServices reports whether err is an outage of Vault or of the broker, the
+// outages a long-running command rides out (rather than, say, a full disk).
+func outageOfServices(err error) bool {
+	var se *subscriptionError
+	return fault.ClassOf(err) == fault.Environment && (keyService(err) || errors.As(err, &se) || errors.Is(err, broker.ErrTopicNotFound) ||
+		errors.Is(err, context.DeadlineExceeded))
 }
 
 // Dead letters (README "Dead letters"). The body is the message's body exactly as the

@@ -33,7 +33,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 	var bf brokerFlags
 	bf.register(fs)
 	var ff faultFlags
-	ff.register(fs, "a message that can never be decrypted (tampered with, no envelope, retired key version)")
+	ff.register(fs, "a message that can never be decrypted (tampered with, no envelope, retired key version)", onFaultStop)
 	var sf stopFlags
 	sf.register(fs, 0, 0)
 	if err := parseFlags(fs, args); err != nil {

@@ -44,7 +44,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	var bf brokerFlags
 	bf.register(fs)
 	var ff faultFlags
-	ff.register(fs, "a source message that cannot be protected (not JSON, a field of the wrong type)")
+	ff.register(fs, "a source message that cannot be protected (not JSON, a field of the wrong type)", onFaultStop)
 	var sf stopFlags
 	sf.register(fs, 0, 0)
 	if err := parseFlags(fs, args); err != nil {

@@ -140,13 +140,25 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	staleAfter := fs.Duration("stale-after", filestream.DefaultStaleAfter, "remove at start the partial state of transfers that got no chunk for this long (0: keep it)")
 	var vf vaultFlags
 	vf.register(fs)
+	var bf brokerFlags
+	bf.register(fs)
+	var ff faultFlags
+	ff.register(fs, "a chunk refused for a fault of its own (tampered with, foreign, out of order; its transfer is refused)", onFaultSkip)
 	var sf stopFlags
 	sf.register(fs, 0, 0)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	limitMemory()
 	strict, err := orderedFor(*ordered, *subURL)
+	if err != nil {
+		return usagef("%w", err)
+	}
+	onFault, err := ff.policy()
+	if err != nil {
+		return err
+	}
+	bopts, err := bf.options()
 	if err != nil {
 		return err
 	}
@@ -161,24 +173,96 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	if stale == 0 {
 		stale = -1 // keep
 	}
+	rlim := receiveLimits{overwrite: *overwrite, unordered: !strict, staleAfter: stale}
 	// The destination is checked before the broker is touched: an unwritable directory
 	// is one clear line at start, with nothing read, nothing acknowledged.
-	rcv, err := newFileReceiver(kr, *dir, receiveLimits{overwrite: *overwrite, unordered: !strict, staleAfter: stale}, os.Stderr)
+	rcv, err := newFileReceiver(kr, *dir, rlim, os.Stderr)
 	if err != nil {
 		return envFault(err)
 	}
-	sub, err := broker.OpenSubscription(ctx, *subURL)
+	var dl *deadLetter
+	if onFault == onFaultDeadLetter {
+		if dl, err = openDeadLetter(ctx, ff.deadLetter, kr, bopts, *subURL, "pubcrypt receive-files"); err != nil {
+			rcv.Close()
+			return err
+		}
+		defer shutdown(dl.topic)
+	}
+	sub, err := broker.OpenSubscriptionWith(ctx, *subURL, bopts)
 	if err != nil {
 		rcv.Close()
 		return err
 	}
-	defer shutdown(sub)
-	got, failed, err := receiveWith(ctx, rcv, sub, receiveLimits{files: *maxFiles, stop: sf}, out)
+
+	// An outage of Vault or of the broker is ridden out: the receiver and the
+	// subscription are closed — the chunk at fault unacknowledged, the transfer's state
+	// kept — and opened again after a backoff, so the chunk comes again and the transfer
+	// goes on, as after a restart. A destination that cannot be written stops the command.
+	o := outage{max: ff.maxOutage}
+	handled := 0
+	lim := receiveLimits{files: *maxFiles, stop: sf,
+		onAck: func() { handled++; o.over() },
+		onFault: func(ctx context.Context, m *pubsub.Message, herr error) error {
+			return fileMessageFault(ctx, onFault, dl, m, herr)
+		}}
+	var got, failed int
+	for {
+		g, f, rerr := receiveWith(ctx, rcv, sub, lim, out)
+		got, failed, err = got+g, failed+f, rerr
+		_ = shutdown(sub)
+		if err == nil || interrupted(ctx, err) || !outageOfServices(err) {
+			break
+		}
+		if lim.files > 0 {
+			lim.files = max(1, *maxFiles-(got+failed))
+		}
+		if sf.max > 0 {
+			lim.stop.max = max(1, sf.max-handled)
+		}
+		rcv, sub = nil, nil
+		for rcv == nil || sub == nil {
+			if werr := o.wait(ctx, "receive-files from "+redactURL(*subURL), err); werr != nil {
+				err = stopped(ctx, werr)
+				break
+			}
+			if rcv == nil {
+				if rcv, err = newFileReceiver(kr, *dir, rlim, os.Stderr); err != nil {
+					rcv = nil
+					continue
+				}
+			}
+			if sub, err = broker.OpenSubscriptionWith(ctx, *subURL, bopts); err != nil {
+				sub = nil
+			}
+		}
+		if rcv == nil || sub == nil {
+			if rcv != nil {
+				rcv.Close()
+			}
+			break
+		}
+	}
 	fmt.Fprintf(out, "%d file(s) received into %s, %d refused\n", got, *dir, failed)
 	if err == nil && failed > 0 {
 		err = fmt.Errorf("%d transfer(s) refused; nothing of them was written to %s", failed, *dir)
 	}
 	return err
+}
+
+// fileMessageFault applies --on-message-fault to a chunk refused for a fault of its own.
+// It returns nil when the message may be acknowledged.
+func fileMessageFault(ctx context.Context, policy string, dl *deadLetter, m *pubsub.Message, herr error) error {
+	pos := broker.Position(m)
+	switch policy {
+	case onFaultStop:
+		return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", m.LoggableID, pos, herr)
+	case onFaultDeadLetter:
+		if err := dl.send(ctx, m, herr); err != nil {
+			return err
+		}
+		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", dl.url, "err", herr.Error())
+	}
+	return nil
 }
 
 // envFault says of an error of the environment that it is one, and that nothing was
@@ -197,6 +281,10 @@ type receiveLimits struct {
 	overwrite  bool
 	unordered  bool          // reassemble chunks in any order (brokers that do not keep order)
 	staleAfter time.Duration // filestream.ReceiveOptions.StaleAfter
+	onAck      func()        // a message was acknowledged (nil: nothing)
+	// onFault is asked, before a message refused for a fault of its own is
+	// acknowledged, what to do: nil acknowledges it, an error stops without (nil: ack).
+	onFault func(ctx context.Context, m *pubsub.Message, herr error) error
 }
 
 // orderedFor decides whether chunks must arrive in order: brokers that keep order per
@@ -331,17 +419,28 @@ func receiveWith(ctx context.Context, rcv *fileReceiver, sub *pubsub.Subscriptio
 			return got, failed, nil
 		}
 		if err != nil {
-			return got, failed, err
+			return got, failed, &subscriptionError{err}
 		}
 		n++
 		done, herr := rcv.Handle(ctx, m.Body, m.Metadata)
 		if herr != nil && fault.ClassOf(herr) == fault.Environment {
+			if m.Nackable() {
+				m.Nack() // redelivered, where the broker can
+			}
 			if ctx.Err() != nil {
 				return got, failed, nil // interrupted: the chunk is read again next time
 			}
 			return got, failed, envFault(herr) // not acknowledged: read again by the next run
 		}
+		if herr != nil && lim.onFault != nil && !errors.Is(herr, filestream.ErrAlreadyReceived) {
+			if err := lim.onFault(ctx, m, herr); err != nil {
+				return got, failed, err // not acknowledged
+			}
+		}
 		m.Ack()
+		if lim.onAck != nil {
+			lim.onAck()
+		}
 		report(done, herr, "")
 	}
 	return got, failed, nil
