@@ -4,83 +4,211 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
-// FuzzHandle: a Receiver given arbitrary messages (metadata and body) after a valid
-// chunk 0 never panics, fails only with a *TransferError, and never puts anything but
-// partial files in the destination unless a file completed. Each run touches the file
-// system: use -fuzzminimizetime=2s, or minimizing a new input stalls the exec counter.
-func FuzzHandle(f *testing.F) {
-	kr := newTestKeyring()
-	msgs, _ := sendBytes(f, kr, "fuzz.bin", testData(300), 200) // header + 2 data chunks
-	for _, m := range msgs {
-		f.Add(m.md[ChunkKey], m.md[DEKKey], m.body, "", "")
+// The fuzz targets of the file format. scripts/fuzz runs each for a set time; plain
+// `go test` runs their seeds (and testdata/fuzz/<Target>/, if any) as unit tests.
+
+// fixedTransfer is a transfer of 300 bytes as "fuzz.bin" in chunks of 200 (chunk 0 and
+// two data chunks), the same bytes in every process: fixed data key and transfer ID.
+// The fuzzing engine runs the target in worker processes of its own, so a transfer
+// made at random in each would not be the one the coordinator's seeds belong to.
+func fixedTransfer(t testing.TB) (kr *vectorKeyring, msgs []msg, data []byte) {
+	t.Helper()
+	kr = &vectorKeyring{kid: "test-kek", wrapped: "test:v1:fuzz-wrapped-key", key: bytes.Repeat([]byte{0x5a}, keyring.DataKeySize)}
+	data = testData(300)
+	h := fileHeader{size: uint64(len(data)), mode: 0o644, mtime: 1, name: "fuzz.bin"}
+	opts := SendOptions{ChunkSize: 200}
+	if err := checkSend(&h, &opts); err != nil {
+		t.Fatal(err)
 	}
-	f.Add(msgs[1].md[ChunkKey], msgs[1].md[DEKKey], msgs[1].body, "pubcrypt", "v1")
-	f.Add(msgs[1].md[ChunkKey], msgs[1].md[DEKKey], msgs[1].body[:20], "x", "y")
-	f.Add(strings.Replace(msgs[1].md[ChunkKey], "i=1", "i=4294967295", 1), msgs[1].md[DEKKey], msgs[1].body, "", "")
-	f.Add("v1;id=AAAAAAAAAAAAAAAAAAAAAA;i=0;f=0;kid=test-kek", "junk", []byte{}, "", "")
-	dir := f.TempDir()
-	r, err := NewReceiver(kr, dir, ReceiveOptions{Overwrite: true, MaxOpenTransfers: 4})
-	if err != nil {
-		f.Fatal(err)
+	dk := &keyring.DataKey{Plaintext: bytes.Clone(kr.key), Wrapped: kr.wrapped, KeyID: kr.kid}
+	var rec recorder
+	if _, err := sendWith(context.Background(), dk, transferID{'f', 'u', 'z', 'z'}, h, bytes.NewReader(data), rec.send, opts); err != nil {
+		t.Fatal(err)
 	}
-	f.Fuzz(func(t *testing.T, ref, dek string, body []byte, k, v string) {
-		ctx := context.Background()
-		if _, err := r.Handle(ctx, msgs[0].body, msgs[0].md); err != nil && !errors.Is(err, ErrAlreadyReceived) { // (re)start
-			t.Fatalf("valid chunk 0: %v", err)
+	if len(rec.msgs) != 3 {
+		t.Fatalf("fixed transfer has %d messages, want 3", len(rec.msgs))
+	}
+	return kr, rec.msgs, data
+}
+
+// fuzzDir is a directory for receivers to write in: on tmpfs if there is one, because
+// the Receiver syncs every chunk it stores and a disk's fsync would bound the execs.
+func fuzzDir(f *testing.F) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if dir, err := os.MkdirTemp("/dev/shm", "pubcrypt-fuzz-"); err == nil {
+			f.Cleanup(func() { os.RemoveAll(dir) })
+			return dir
 		}
-		md := map[string]string{ChunkKey: ref, DEKKey: dek}
+	}
+	return f.TempDir()
+}
+
+// FuzzHandle: one arbitrary message (metadata and body), put into a valid transfer at
+// any place or in place of one of its messages, given to a fresh Receiver (ordered or
+// unordered). Handle never panics, never modifies the body and fails only with a
+// *TransferError; a message that is not one of the transfer's (its body and entries)
+// is never accepted; the destination never holds anything but partial state, unless
+// the transfer completed, and then exactly the file that was sent.
+func FuzzHandle(f *testing.F) {
+	kr, msgs, data := fixedTransfer(f)
+	for i, m := range msgs {
+		f.Add(uint8(i), m.md[ChunkKey], m.md[DEKKey], m.body, "", "")
+		f.Add(uint8(i|4), m.md[ChunkKey], m.md[DEKKey], m.body, "", "") // as a redelivery
+	}
+	ref1, dek := msgs[1].md[ChunkKey], msgs[1].md[DEKKey]
+	f.Add(uint8(1|4), ref1, dek, msgs[1].body, "pubcrypt", "v1")
+	f.Add(uint8(1|4), ref1, dek, msgs[1].body, "x", "y")
+	f.Add(uint8(1|4|8), ref1, dek, msgs[1].body[:20], "x", "y")
+	f.Add(uint8(2|8), msgs[2].md[ChunkKey], dek, msgs[2].body, "", "")
+	f.Add(uint8(1|4), strings.Replace(ref1, "i=1", "i=4294967295", 1), dek, msgs[1].body, "", "")
+	f.Add(uint8(1|4), strings.Replace(ref1, "f=0", "f=1", 1), dek, msgs[1].body, "", "")
+	f.Add(uint8(0|4), msgs[0].md[ChunkKey], dek+"x", msgs[0].body, "", "")
+	f.Add(uint8(3), "v1;id=AAAAAAAAAAAAAAAAAAAAAA;i=0;f=0;kid=test-kek", "junk", []byte{}, "", "")
+	dir := fuzzDir(f)
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, sel uint8, ref, wrapped string, body []byte, k, v string) {
+		if len(body) > 4<<10 {
+			return
+		}
+		md := map[string]string{ChunkKey: ref, DEKKey: wrapped}
 		if k != "" {
 			md[k] = v
 		}
-		orig := bytes.Clone(body)
-		done, err := r.Handle(ctx, body, md)
-		if !bytes.Equal(body, orig) {
-			t.Fatal("Handle modified the body")
+		fuzzed := msg{body: body, md: md}
+		// Genuine: one of the transfer's messages, perhaps with a metadata entry of the
+		// broker's or the application's beside it (the format does not bind those).
+		genuine := false
+		for _, m := range msgs {
+			if bytes.Equal(body, m.body) && ref == m.md[ChunkKey] && wrapped == m.md[DEKKey] &&
+				md[ChunkKey] == ref && md[DEKKey] == wrapped && (k == "" || !envelope.Reserved(k)) {
+				genuine = true
+			}
 		}
+		// sel: bits 0-1 where, bit 2 insert (else replace), bit 3 unordered.
+		at := int(sel&3) % (len(msgs) + 1)
+		var seq []msg
+		fuzzedAt := at // its index in seq
+		for i, m := range msgs {
+			if i == at {
+				seq = append(seq, fuzzed)
+				if sel&4 == 0 {
+					continue
+				}
+			}
+			seq = append(seq, m.clone())
+		}
+		if at == len(msgs) {
+			seq = append(seq, fuzzed)
+		}
+
+		sub, err := os.MkdirTemp(dir, "r")
 		if err != nil {
-			var te *TransferError
-			if !errors.As(err, &te) {
-				t.Fatalf("error %T: %v", err, err)
-			}
-			if done != nil {
-				t.Fatal("Done with an error")
-			}
-			return
+			t.Fatal(err)
 		}
-		if done != nil {
-			return
+		defer os.RemoveAll(sub)
+		r, err := NewReceiver(kr, sub, ReceiveOptions{Unordered: sel&8 != 0})
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, name := range dirEntries(t, dir) {
-			if !strings.HasPrefix(name, partialPrefix) && name != "fuzz.bin" {
+		defer r.Close()
+		var done *Done
+		for i, m := range seq {
+			orig, origMD := bytes.Clone(m.body), maps.Clone(m.md)
+			d, err := r.Handle(ctx, m.body, m.md)
+			if !bytes.Equal(m.body, orig) || !maps.Equal(m.md, origMD) {
+				t.Fatal("Handle modified the message")
+			}
+			if err != nil {
+				var te *TransferError
+				if !errors.As(err, &te) {
+					t.Fatalf("error %T: %v", err, err)
+				}
+				if d != nil {
+					t.Fatal("Done with an error")
+				}
+			} else if i == fuzzedAt && !genuine {
+				t.Fatalf("Handle accepted a message that is not the transfer's: %q %x", m.md, m.body)
+			}
+			if d != nil {
+				done = d
+			}
+		}
+		for _, name := range dirEntries(t, sub) {
+			switch {
+			case name == "fuzz.bin":
+				if done == nil {
+					t.Fatal("fuzz.bin installed without Done")
+				}
+				if got := readFile(t, sub, name); !bytes.Equal(got, data) {
+					t.Fatalf("received fuzz.bin differs from what was sent (%d bytes)", len(got))
+				}
+			case !strings.HasPrefix(name, partialPrefix):
 				t.Fatalf("destination holds %q", name)
 			}
+		}
+		if done != nil && !genuine && at < len(msgs) && sel&4 == 0 {
+			t.Fatalf("transfer completed without message %d", at)
 		}
 	})
 }
 
-// FuzzParse: the metadata value and the file header parse only in canonical form:
-// formatting what was read gives the same bytes.
+// FuzzParse: the metadata entries and the file header parse only in canonical form:
+// formatting what was read gives the same bytes; errors are ErrMalformed (or
+// ErrNotChunk without the entry).
 func FuzzParse(f *testing.F) {
-	kr := newTestKeyring()
-	msgs, _ := sendBytes(f, kr, "fuzz.bin", testData(300), 200)
-	f.Add(msgs[0].md[ChunkKey], appendHeader(nil, fileHeader{size: 300, chunkSize: 200, mode: 0o644, mtime: 1, name: "fuzz.bin"}))
-	f.Add(msgs[2].md[ChunkKey], []byte{})
-	f.Add("v1;id=AAAAAAAAAAAAAAAAAAAAAB;i=01;f=2;kid=", make([]byte, headerLen))
-	f.Fuzz(func(t *testing.T, value string, header []byte) {
+	_, msgs, _ := fixedTransfer(f)
+	for _, m := range msgs {
+		f.Add(m.md[ChunkKey], m.md[DEKKey], "", appendHeader(nil, fileHeader{size: 300, chunkSize: 200, mode: 0o644, mtime: 1, name: "fuzz.bin"}))
+	}
+	f.Add("v1;id=AAAAAAAAAAAAAAAAAAAAAB;i=01;f=2;kid=", "w", "pubcrypt-x", make([]byte, headerLen))
+	f.Add("v1;id=AAAAAAAAAAAAAAAAAAAAAA;i=268435456;f=1;kid=k", "w", "pubcrypt", []byte{})
+	f.Add("v1;id=AAAAAAAAAAAAAAAAAAAAAA;i=268435457;f=1;kid=k", "w\x00", "", appendHeader(nil, fileHeader{size: MaxFileSize, chunkSize: 1, name: "a"}))
+	f.Add("", "", "", appendHeader(nil, fileHeader{size: 1, chunkSize: MaxChunkSize + 1, mode: 0o1777, name: strings.Repeat("n", 255)}))
+	f.Fuzz(func(t *testing.T, value, wrapped, k string, header []byte) {
 		if ref, _, err := parseRef(value); err == nil {
 			if got := formatRef(ref.id, ref.index, ref.final, ref.kid); got != value {
 				t.Fatalf("accepted %q, canonical %q", value, got)
 			}
+			if ref.index > MaxChunks || !envelope.ValidKeyID(ref.kid) {
+				t.Fatalf("accepted %q: index %d, kid %q", value, ref.index, ref.kid)
+			}
 		} else if !errors.Is(err, ErrMalformed) {
 			t.Fatalf("parseRef: %v", err)
 		}
+
+		md := map[string]string{ChunkKey: value, DEKKey: wrapped}
+		if k != "" {
+			md[k] = "x"
+		}
+		if ref, w, _, err := parseMessage(md); err == nil {
+			if formatRef(ref.id, ref.index, ref.final, ref.kid) != md[ChunkKey] || w != md[DEKKey] || !envelope.ValidValue(w) {
+				t.Fatalf("parseMessage(%q) = %v %q", md, ref, w)
+			}
+			for key := range md {
+				if envelope.Reserved(key) && key != ChunkKey && key != DEKKey {
+					t.Fatalf("parseMessage accepted the reserved key %q", key)
+				}
+			}
+		} else if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNotChunk) {
+			t.Fatalf("parseMessage: %v", err)
+		}
+
 		if h, err := parseHeader(header); err == nil {
 			if got := appendHeader(nil, h); !bytes.Equal(got, header) {
 				t.Fatalf("accepted header %x, canonical %x", header, got)
+			}
+			if h.size > MaxFileSize || h.chunkSize == 0 || h.chunkSize > MaxChunkSize ||
+				dataChunks(h.size, h.chunkSize) > MaxChunks || h.mode > 0o777 {
+				t.Fatalf("accepted header %+v", h)
 			}
 		} else if !errors.Is(err, ErrMalformed) {
 			t.Fatalf("parseHeader: %v", err)
