@@ -215,3 +215,106 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// spoolOf is the spool a Receiver would have written for msgs of the fixed transfer, in
+// that order.
+func spoolOf(t testing.TB, kr *vectorKeyring, msgs []msg) []byte {
+	t.Helper()
+	b := appendPreamble(nil, transferID{'f', 'u', 'z', 'z'}, kr.kid, kr.wrapped)
+	for _, m := range msgs {
+		ref, _, err := parseRef(m.md[ChunkKey])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = appendRecordHeader(b, ref.index, ref.final, len(m.body))
+		b = append(b, m.body...)
+	}
+	return b
+}
+
+// FuzzSpool: the partial state a Receiver reads back from disk is not trusted. Whatever
+// the spool of the fixed transfer holds, NewReceiver (which reads its framing), Resume
+// (which finishes a complete one) and the redelivery of the transfer's messages never
+// panic, fail only with *TransferError values, and never install anything but the file
+// that was sent. Each exec starts a Receiver on a fresh directory.
+func FuzzSpool(f *testing.F) {
+	kr, msgs, data := fixedTransfer(f)
+	whole := spoolOf(f, kr, msgs)
+	f.Add(whole, uint8(0))
+	f.Add(whole, uint8(1))
+	f.Add(spoolOf(f, kr, msgs[:2]), uint8(1))
+	f.Add(spoolOf(f, kr, msgs[:1]), uint8(3))
+	f.Add(spoolOf(f, kr, []msg{msgs[0], msgs[2], msgs[1]}), uint8(1))
+	f.Add(spoolOf(f, kr, []msg{msgs[0], msgs[2], msgs[1]}), uint8(3))
+	f.Add(spoolOf(f, kr, []msg{msgs[0], msgs[1], msgs[1], msgs[2]}), uint8(0))
+	f.Add(spoolOf(f, kr, []msg{msgs[2], msgs[0]}), uint8(3))
+	f.Add(whole[:len(whole)-1], uint8(1))
+	f.Add(whole[:len(spoolMagic)+idSize+3], uint8(1))
+	f.Add(append(spoolOf(f, kr, nil), appendRecordHeader(nil, MaxChunks, true, tagSize)...), uint8(1))
+	dir := fuzzDir(f)
+	ctx := context.Background()
+	name := spoolName(transferID{'f', 'u', 'z', 'z'})
+	f.Fuzz(func(t *testing.T, spool []byte, sel uint8) {
+		if len(spool) > 8<<10 {
+			return
+		}
+		sub, err := os.MkdirTemp(dir, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(sub)
+		if err := os.WriteFile(sub+"/"+name, spool, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// sel: bit 0 redeliver the transfer, bit 1 unordered.
+		r, err := NewReceiver(kr, sub, ReceiveOptions{Unordered: sel&2 != 0})
+		if err != nil {
+			t.Fatalf("NewReceiver on a spool of %d bytes: %v", len(spool), err)
+		}
+		defer r.Close()
+		check := func(err error) {
+			t.Helper()
+			var te *TransferError
+			for _, e := range unjoin(err) {
+				if !errors.As(e, &te) {
+					t.Fatalf("error %T: %v", e, e)
+				}
+			}
+		}
+		done, err := r.Resume(ctx)
+		check(err)
+		if sel&1 != 0 {
+			for _, m := range msgs {
+				d, err := r.Handle(ctx, m.body, m.md)
+				check(err)
+				if d != nil {
+					done = append(done, d)
+				}
+			}
+		}
+		for _, n := range dirEntries(t, sub) {
+			switch {
+			case n == "fuzz.bin":
+				if len(done) == 0 {
+					t.Fatal("fuzz.bin installed without Done")
+				}
+				if got := readFile(t, sub, n); !bytes.Equal(got, data) {
+					t.Fatalf("received fuzz.bin differs from what was sent (%d bytes)", len(got))
+				}
+			case !strings.HasPrefix(n, partialPrefix):
+				t.Fatalf("destination holds %q", n)
+			}
+		}
+	})
+}
+
+// unjoin returns the errors errors.Join put together, or err alone.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
