@@ -281,7 +281,8 @@ func wrappedVersion(wrapped string) (int, bool) {
 		return 0, false
 	}
 	num, body, ok := strings.Cut(rest, ":")
-	if !ok || body == "" || num == "" || num[0] == '0' {
+	// A first digit 1-9: Atoi would also take a sign ("vault:v+1:"), a second spelling.
+	if !ok || body == "" || num == "" || num[0] < '1' || num[0] > '9' {
 		return 0, false
 	}
 	n, err := strconv.Atoi(num)
