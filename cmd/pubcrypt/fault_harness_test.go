@@ -212,9 +212,15 @@ func (p *proc) wait(timeout time.Duration) (int, time.Time) {
 // interrupt sends SIGINT and returns how long the process took to exit, and its status.
 func (p *proc) interrupt(timeout time.Duration) (time.Duration, int) {
 	p.t.Helper()
+	return p.signal(syscall.SIGINT, timeout)
+}
+
+// signal sends sig and returns how long the process took to exit, and its status.
+func (p *proc) signal(sig syscall.Signal, timeout time.Duration) (time.Duration, int) {
+	p.t.Helper()
 	sent := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
-		p.t.Fatalf("SIGINT: %v", err)
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("%v: %v", sig, err)
 	}
 	code, end := p.wait(timeout)
 	return end.Sub(sent), code
