@@ -4,13 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"gocloud.dev/pubsub"
+	"gocloud.dev/pubsub/mempubsub"
 
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/netfault"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
 // TestReceiveBatchTransitFields sends 500 purchases with transit fields through Kafka and
@@ -104,5 +111,71 @@ func TestReceiveBatchTransitFields(t *testing.T) {
 	t.Logf("ReceiveBatch(100) of %d transit-field messages: %d batches, %d Vault calls on the receive side, %.3f per message", n, batches, recv.Calls(), perMsg)
 	if perMsg > 0.05 {
 		t.Fatalf("%.3f receive-side Vault calls per message, want ≤ 0.05", perMsg)
+	}
+}
+
+// TestReceiveBatchVaultDownAsksOnce: with Vault down, ReceiveBatch asked it once for each
+// whole-body message of the batch in turn (about a second each with Vault refusing
+// connections, a whole timeout each with Vault silent), so a consumer learned of the
+// outage only after up to a hundred of them. Found by the fault suite (Vault killed
+// under a consumer of whole-body messages: no outage logged within a minute). Now the
+// first fault of the environment ends the asking: the other messages of the batch are
+// opened under cached keys or get the same fault, and none is a fault of the message.
+func TestReceiveBatchVaultDownAsksOnce(t *testing.T) {
+	const n = 100
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mt := mempubsub.NewTopic()
+	ms := mempubsub.NewSubscription(mt, time.Minute)
+	defer ms.Shutdown(ctx)
+	// A data key of its own per message: every message needs Vault, none is cached.
+	top, err := crypttopic.New(mt, crypttopic.Options{Keyring: newVault(t, vaultServer), Reuse: keyring.ReusePolicy{PerMessage: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*pubsub.Message
+	for i := range n {
+		msgs = append(msgs, &pubsub.Message{Body: []byte(fmt.Sprintf("message %d", i))})
+	}
+	if err := top.SendBatch(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+
+	// The receiver's Vault refuses every connection.
+	proxy, err := netfault.Listen(strings.TrimPrefix(vaultServer.Addr, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	proxy.Cut()
+	c, err := vaultServer.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetAddress("http://" + proxy.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	down, err := keyring.NewVault(keyring.VaultOptions{Client: c, Key: transitKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := cryptsub.New(ms, cryptsub.Options{Keyring: down})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, errs := sub.ReceiveBatch(ctx, n)
+	if len(got) != n {
+		t.Fatalf("ReceiveBatch returned %d messages, want the %d sent at once", len(got), n)
+	}
+	for i, err := range errs {
+		var de *cryptsub.DecryptError
+		if !errors.As(err, &de) || de.Class() != fault.Environment {
+			t.Fatalf("message %d: %v, want a *DecryptError of class environment", i, err)
+		}
+	}
+	// One request and the client's one retry, not one per message.
+	t.Logf("%d messages, Vault down: %d requests to Vault", n, down.Calls())
+	if calls := down.Calls(); calls > 2 {
+		t.Fatalf("ReceiveBatch sent %d requests to a Vault that is down, for %d messages; want one (and its retry)", calls, n)
 	}
 }

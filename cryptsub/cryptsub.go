@@ -230,6 +230,12 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 	errs := make([]error, len(msgs))
 	var batch []fields.Received
 	var refs []int
+	// Whole-body messages are opened one by one. Once the key service has failed for one
+	// of them (a fault of the environment: Vault down, silent, refusing the token), the
+	// others of the batch are opened only under keys already cached: asking for each
+	// again would cost a retry or a whole timeout per message, up to a hundred of them,
+	// before the caller even learns of the outage. They get the same fault, never acked.
+	var outage error
 	for i, m := range msgs {
 		if fields.IsFields(m.Metadata) && s.fields != nil {
 			infos[i] = fieldsInfo(m)
@@ -237,7 +243,14 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 			refs = append(refs, i)
 			continue
 		}
+		if outage != nil {
+			infos[i], errs[i] = s.openCached(m, outage)
+			continue
+		}
 		infos[i], errs[i] = s.open(ctx, m)
+		if errs[i] != nil && fault.ClassOf(errs[i]) == fault.Environment {
+			outage = errs[i]
+		}
 	}
 	if len(batch) > 0 {
 		for j, r := range s.fields.OpenBatch(ctx, batch) {
@@ -271,6 +284,24 @@ func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error
 	if fields.IsFields(m.Metadata) {
 		return s.openFields(ctx, m)
 	}
+	return s.openBody(m, func(keyID, wrapped string) (*keyring.DataKey, error) {
+		return s.keys.Get(ctx, keyID, wrapped)
+	})
+}
+
+// openCached opens a whole-body message if its data key is cached, and otherwise
+// returns outage, the key service's fault met by an earlier message, without asking it.
+func (s *Subscription) openCached(m *pubsub.Message, outage error) (Info, error) {
+	return s.openBody(m, func(keyID, wrapped string) (*keyring.DataKey, error) {
+		if k := s.keys.Cached(keyID, wrapped); k != nil {
+			return k, nil
+		}
+		return nil, outage
+	})
+}
+
+// openBody decrypts a whole-body message in place under the data key dataKey returns.
+func (s *Subscription) openBody(m *pubsub.Message, dataKey func(keyID, wrapped string) (*keyring.DataKey, error)) (Info, error) {
 	env, err := envelope.Parse(m.Metadata)
 	if err != nil {
 		if s.allowPlaintext && errors.Is(err, envelope.ErrNoEnvelope) {
@@ -279,7 +310,7 @@ func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error
 		return Info{}, err
 	}
 	info := Info{Encrypted: true, KeyID: env.KeyID}
-	key, err := s.keys.Get(ctx, env.KeyID, env.Wrapped)
+	key, err := dataKey(env.KeyID, env.Wrapped)
 	if err != nil {
 		return info, err
 	}

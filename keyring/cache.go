@@ -94,6 +94,13 @@ func (c *UnwrapCache) Get(ctx context.Context, keyID, wrapped string) (*DataKey,
 	}
 }
 
+// Cached returns the data key that wrapped unwraps to under keyID if the cache holds it,
+// and nil otherwise, without asking the keyring: for a caller that knows the key service
+// is failing and must not wait on it once more.
+func (c *UnwrapCache) Cached(keyID, wrapped string) *DataKey {
+	return c.lookup(keyID + "\x00" + wrapped)
+}
+
 func (c *UnwrapCache) lookup(id string) *DataKey {
 	c.mu.Lock()
 	defer c.mu.Unlock()
