@@ -354,6 +354,11 @@ func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, e
 			var restIdx []int
 			for j, e := range be.Errs {
 				if e != nil {
+					// "message 3: ..." counts within the batch sent, which means
+					// nothing in a log or a dead letter: keep what it wraps.
+					if u := errors.Unwrap(e); u != nil && fault.IsMessage(u) {
+						e = u
+					}
 					faults[idx[j]] = e
 				} else {
 					rest, restIdx = append(rest, out[j]), append(restIdx, idx[j])
