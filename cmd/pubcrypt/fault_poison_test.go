@@ -16,6 +16,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
 	"github.com/pubcrypt/pubcrypt/internal/purchase"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
@@ -317,4 +318,54 @@ func TestDeadLetterTopicMissing(t *testing.T) {
 			t.Fatalf("%s: exit %d, want %d naming the topic: %s", name, code, exitEnvironment, msg)
 		}
 	}
+}
+
+// TestConsumeExpiredTokenAcksNothing: with an expired Vault token, consume
+// --skip-undecryptable used to ack every message as "undecryptable" (241 of 241, exit 0),
+// and a rerun with a good token in the same group got nothing back. A refused token is a
+// fault of the environment: nothing is skipped or acknowledged, the outage is ridden out
+// (here bounded by --max-outage: exit 3), and the rerun with a good token gets every
+// message.
+func TestConsumeExpiredTokenAcksNothing(t *testing.T) {
+	const n, group = 60, "pubcrypt-consumer"
+	fe := startVault(t)
+	kr := fe.keyring(t)
+	kafka := startKafka(t, topicEncrypted)
+	sent := produceEncrypted(t, kr, kafka.Addrs[0], topicEncrypted, 5, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	token, err := fe.vault.CreateTokenWith(ctx, devvault.TokenOptions{Policy: "consumer",
+		PolicyHCL: `path "transit/decrypt/pubcrypt" { capabilities = ["update"] }`, TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // expired
+	args := []string{"consume", "--sub", "kafka://" + group + "?topic=" + topicEncrypted + "&offset=oldest", "--idle", "20s"}
+
+	expired := []string{broker.EnvKafkaBrokers + "=" + kafka.Addrs[0], "VAULT_ADDR=" + fe.vault.Addr, "VAULT_TOKEN=" + token}
+	p := startCLI(t, expired, append(args, "--skip-undecryptable", "--max-outage", "3s")...)
+	code, _ := p.wait(time.Minute)
+	t.Logf("expired token: exit %d: %s / %s", code, lastLine(p.stdout.String()), lastLine(p.stderr.String()))
+	if code != exitEnvironment || !strings.Contains(p.stdout.String(), "0 message(s) decrypted, 0 undecryptable skipped") ||
+		!strings.Contains(p.stderr.String(), "permission denied") {
+		t.Fatalf("expired token: exit %d, want %d with nothing skipped and the refusal named\nstdout:\n%s\nstderr:\n%s", code, exitEnvironment, tail(p.stdout.String()), tail(p.stderr.String()))
+	}
+	if off, err := kafka.CommittedOffset(ctx, group, topicEncrypted, 0); err != nil || off > 0 {
+		t.Fatalf("committed offset %d, %v after the expired token: messages were acknowledged", off, err)
+	}
+
+	p = startCLI(t, append([]string{broker.EnvKafkaBrokers + "=" + kafka.Addrs[0]}, fe.env...), append(args, "--max", itoa(n))...)
+	if code, _ := p.wait(2 * time.Minute); code != exitOK {
+		t.Fatalf("good token: exit %d\n%s", code, tail(p.stderr.String()))
+	}
+	got := consumedIDs(p.stdout.String())
+	for _, id := range got {
+		if _, ok := sent[id]; !ok {
+			t.Fatalf("unexpected message %q", id)
+		}
+	}
+	if distinct(got) != n {
+		t.Fatalf("the rerun with a good token got %d of %d", distinct(got), n)
+	}
+	t.Logf("rerun with a good token in the same group: %d of %d", distinct(got), n)
 }
