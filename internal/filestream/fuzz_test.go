@@ -318,3 +318,65 @@ func unjoin(err error) []error {
 	}
 	return []error{err}
 }
+
+// FuzzJournal: the record of completed transfers is read back from disk and not
+// trusted either. Whatever it holds, NewReceiver starts, and the fixed transfer is
+// refused as already received exactly when its ID is a whole line of the record;
+// otherwise it completes, to the file that was sent.
+func FuzzJournal(f *testing.F) {
+	kr, msgs, data := fixedTransfer(f)
+	id := transferID{'f', 'u', 'z', 'z'}.String()
+	other := transferID{'o', 't', 'h', 'e', 'r'}.String()
+	f.Add([]byte(id + "\n"))
+	f.Add([]byte(other + "\n" + id + "\n"))
+	f.Add([]byte(other + "\n" + id))
+	f.Add([]byte(id + "\r\n"))
+	f.Add([]byte("x" + id + "\n"))
+	f.Add([]byte(strings.Repeat(other+"\n", 300)))
+	f.Add([]byte{})
+	dir := fuzzDir(f)
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, journal []byte) {
+		if len(journal) > 16<<10 {
+			return
+		}
+		sub, err := os.MkdirTemp(dir, "j")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(sub)
+		if err := os.WriteFile(sub+"/"+journalName, journal, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewReceiver(kr, sub, ReceiveOptions{})
+		if err != nil {
+			t.Fatalf("NewReceiver on a journal of %d bytes: %v", len(journal), err)
+		}
+		defer r.Close()
+		recorded := false
+		for line := range bytes.Lines(journal) {
+			recorded = recorded || string(line) == id+"\n"
+		}
+		var done *Done
+		for i, m := range msgs {
+			d, err := r.Handle(ctx, m.body, m.md)
+			switch {
+			case recorded && !errors.Is(err, ErrAlreadyReceived):
+				t.Fatalf("chunk %d of a transfer the journal records: %v", i, err)
+			case !recorded && err != nil:
+				t.Fatalf("chunk %d of a transfer the journal does not record: %v", i, err)
+			}
+			if d != nil {
+				done = d
+			}
+		}
+		if !recorded {
+			if done == nil {
+				t.Fatal("transfer did not complete")
+			}
+			if got := readFile(t, sub, "fuzz.bin"); !bytes.Equal(got, data) {
+				t.Fatalf("received fuzz.bin differs from what was sent (%d bytes)", len(got))
+			}
+		}
+	})
+}
