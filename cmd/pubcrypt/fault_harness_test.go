@@ -36,12 +36,24 @@ import (
 // cliBuildFlags are go build's flags for the CLI the tests run ("-race" under -race).
 var cliBuildFlags []string
 
+// cliDir holds the binary buildCLI builds; TestMain removes it.
+var cliDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cliDir != "" {
+		_ = os.RemoveAll(cliDir)
+	}
+	os.Exit(code)
+}
+
 // buildCLI builds the pubcrypt binary once per test binary.
 var buildCLI = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "pubcrypt-cli-")
 	if err != nil {
 		return "", err
 	}
+	cliDir = dir
 	bin := filepath.Join(dir, "pubcrypt")
 	args := append(append([]string{"build"}, cliBuildFlags...), "-o", bin, ".")
 	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
