@@ -71,6 +71,38 @@ func FuzzParseManifest(f *testing.F) {
 	})
 }
 
+// FuzzParseHeader: the "pubcrypt" entry of a field-protected message parses only in
+// the form formatHeader writes, and only where the envelope format's own parser reads
+// the same key ID and nonce without sensitive metadata (the two copies agree).
+func FuzzParseHeader(f *testing.F) {
+	for _, s := range []string{
+		formatHeader("orders", 0), formatHeader("k", 1<<64-1),
+		"v1;alg=A256GCM;kid=k;n=AAAAAAAAAAAAAAAA;m=1", "v1;alg=A256GCM;kid=k;n=AQAAAAAAAAAAAAAA",
+		"v1;alg=A256GCM;kid=k;n=AAAAAAAAAAAAAAA=", "v1;alg=A256GCM;kid=;n=AAAAAAAAAAAAAAAA", "v2;alg=A256GCM;kid=k;n=AAAAAAAAAAAAAAAA",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, h string) {
+		if len(h) > maxFuzzText {
+			return
+		}
+		kid, seq0, err := parseHeader(h)
+		if err != nil {
+			if !errors.Is(err, envelope.ErrMalformed) {
+				t.Fatalf("parseHeader: unexpected error kind: %v", err)
+			}
+			return
+		}
+		if got := formatHeader(kid, seq0); got != h {
+			t.Fatalf("parseHeader(%q) accepted a non-canonical header (canonical %q)", h, got)
+		}
+		env, err := envelope.Parse(map[string]string{envelope.HeaderKey: h, envelope.DEKKey: "w"})
+		if err != nil || env.KeyID != kid || env.SensitiveMeta || !bytes.Equal(env.Nonce, nonceFor(seq0)) {
+			t.Fatalf("parseHeader(%q) = %q, %d; the envelope format reads %+v, %v", h, kid, seq0, env, err)
+		}
+	})
+}
+
 // FuzzParsePolicy: ParsePolicy never panics and fails only with ErrPolicy; a policy it
 // accepts is valid, reads back from its String unchanged (ParsePolicy(p.String()) == p,
 // and String is a fixed point), and every rule survives its manifest code.
