@@ -108,8 +108,13 @@ func (o *Opener) Open(ctx context.Context, body []byte, md map[string]string) ([
 func (o *Opener) OpenBatch(ctx context.Context, msgs []Received) []Opened {
 	out := make([]Opened, len(msgs))
 	plans := make([]*openPlan, len(msgs))
+	// Once the key service has failed to unwrap one message's data key (a fault of the
+	// environment: Vault down, silent, refusing the token), the others are prepared only
+	// under keys already cached: asking again for each would cost a retry or a whole
+	// timeout per message before the caller learns of the outage. They get the same fault.
+	var outage error
 	for i, m := range msgs {
-		p, err := o.prepare(ctx, m.Body, m.Metadata)
+		p, err := o.prepare(ctx, m.Body, m.Metadata, &outage)
 		if err != nil {
 			out[i].Err = err
 			continue
@@ -248,7 +253,10 @@ func (p *openPlan) fail(err error) error {
 
 // prepare parses and authenticates one message, locates its fields, decrypts the
 // envelope and FPE fields locally and collects the items the key service must decrypt.
-func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string) (*openPlan, error) {
+// If *outage is not nil the key service is failing: the data key is taken from the cache
+// only, and a key not cached fails the message with *outage; otherwise a fault of the
+// environment unwrapping the data key is stored in *outage.
+func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string, outage *error) (*openPlan, error) {
 	r, err := parseReceived(md, &o.rules)
 	if err != nil {
 		return nil, fmt.Errorf("fields: %w", err)
@@ -268,8 +276,15 @@ func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string)
 	if o.cache == nil {
 		return fail(errors.New("Opener has no UnwrapCache"))
 	}
-	key, err := o.cache.Get(ctx, r.kid, r.dek)
-	if err != nil {
+	var key *keyring.DataKey
+	if *outage != nil {
+		if key = o.cache.Cached(r.kid, r.dek); key == nil {
+			return fail(*outage)
+		}
+	} else if key, err = o.cache.Get(ctx, r.kid, r.dek); err != nil {
+		if fault.ClassOf(err) == fault.Environment {
+			*outage = err
+		}
 		return fail(err)
 	}
 	aead, err := key.AEAD()
