@@ -380,6 +380,7 @@ func FuzzOpen(f *testing.F) {
 	f.Add(out.Body, man, hdr, dek[:len(dek)-2], "", "", "")
 	f.Add(out.Body[:len(out.Body)-1], man, hdr, dek, "", "", "")
 	f.Add(out.Body, man[:len(man)-1]+"A", hdr, dek, "", "", "")
+	f.Add(out.Body, man[:len(man)-5]+"\n"+man[len(man)-5:], hdr, dek, "", "", "") // opened before the tag's length was checked
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, body []byte, manifest, header, wrapped, k, v, drop string) {
 		if len(body) > maxFuzzDoc {

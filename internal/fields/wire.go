@@ -163,7 +163,11 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 		return nil, badManifest("missing t= field")
 	}
 	m := &manifest{unsigned: s[:i]}
-	if tag, err := b64.DecodeString(s[i+len(tagField):]); err != nil || len(tag) != tagSize {
+	// Exactly tagTextLen characters: the decoder skips '\r' and '\n', and the MAC does not
+	// cover the tag's own text, so a newline put into it would be a change that opens.
+	if text := s[i+len(tagField):]; len(text) != tagTextLen {
+		return nil, badManifest("t= must be %d bytes in base64url", tagSize)
+	} else if tag, err := b64.DecodeString(text); err != nil || len(tag) != tagSize {
 		return nil, badManifest("t= must be %d bytes in base64url", tagSize)
 	} else {
 		copy(m.tag[:], tag)
