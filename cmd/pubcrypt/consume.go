@@ -153,6 +153,7 @@ func (c *consumer) run(ctx context.Context) (consumeStats, error) {
 				}
 				continue
 			}
+			c.outage.over() // the broker answers again
 		}
 		size := consumeBatch
 		if c.stop.max > 0 {

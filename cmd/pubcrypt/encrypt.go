@@ -185,6 +185,7 @@ func (b *bridger) run(ctx context.Context) (bridgeStats, error) {
 				continue
 			}
 			b.src = src
+			b.outage.over() // the broker answers again
 		}
 		batch, err := b.receive(ctx, st.total())
 		switch {

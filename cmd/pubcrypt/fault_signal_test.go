@@ -107,7 +107,7 @@ func TestInterruptWhileConnecting(t *testing.T) {
 // second run forwards the rest: nothing lost. Ctrl-C during work used to exit 1 with
 // "context canceled".
 func TestInterruptEncrypt(t *testing.T) {
-	const n = 20000
+	const n = 10000
 	fe := startVault(t)
 	kafka := startKafka(t, topicPlain, topicEncrypted)
 	env := append([]string{broker.EnvKafkaBrokers + "=" + kafka.Addrs[0]}, fe.env...)

@@ -228,6 +228,8 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 		if sf.max > 0 {
 			lim.stop.max = max(1, sf.max-handled)
 		}
+		var se *subscriptionError
+		brokerOutage := errors.As(err, &se)
 		rcv, sub = nil, nil
 		for rcv == nil || sub == nil {
 			if werr := o.wait(ctx, "receive-files from "+redactURL(*subURL), err); werr != nil {
@@ -249,6 +251,9 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 				rcv.Close()
 			}
 			break
+		}
+		if brokerOutage {
+			o.over() // the broker answers again (a Vault outage ends with the next chunk stored)
 		}
 	}
 	fmt.Fprintf(out, "%d file(s) received into %s, %d refused\n", got, *dir, failed)
