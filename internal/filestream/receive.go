@@ -153,7 +153,7 @@ type transfer struct {
 	hdr     fileHeader
 	chunks  uint64 // data chunks of the file
 
-	seen  bitmap   // data chunks stored
+	seen  chunkSet // data chunks stored
 	next  uint64   // the smallest data chunk index not stored
 	got   uint64   // plaintext bytes stored
 	early []record // data chunks stored before chunk 0, checked against it when it comes
@@ -559,7 +559,7 @@ func (r *Receiver) load(t *transfer) error {
 	if err != nil || pre.id != t.id || pre.kid != t.kid || pre.wrapped != t.wrapped {
 		return spoolErr("read", t.id, fmt.Errorf("preamble changed: %v", err))
 	}
-	t.started, t.hdr, t.chunks, t.seen, t.got, t.early, t.final = false, fileHeader{}, 0, bitmap{}, 0, nil, 0
+	t.started, t.hdr, t.chunks, t.seen, t.got, t.early, t.final = false, fileHeader{}, 0, chunkSet{}, 0, nil, 0
 	off, size := pre.len, fi.Size()
 	for {
 		rec, err := readRecord(f, off, size)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"strings"
 	"time"
@@ -161,7 +162,7 @@ func summarize(f io.ReaderAt, size int64) (spoolSummary, error) {
 		return spoolSummary{}, err
 	}
 	s := spoolSummary{pre: pre, size: size}
-	var seen bitmap
+	var seen chunkSet
 	var header bool
 	for off := pre.len; ; {
 		r, err := readRecord(f, off, size)
@@ -190,42 +191,63 @@ func summarize(f io.ReaderAt, size int64) (spoolSummary, error) {
 	return s, nil
 }
 
-// bitmap is a set of data chunk indices (1 … MaxChunks) that grows as needed.
-type bitmap struct {
-	words []uint64
-	count uint64 // members
-	max   uint64 // largest member
+// chunkSet is a set of data chunk indices (1 … MaxChunks) whose memory follows what was
+// stored, never how large the indices are. An index is authentic only under the data key
+// (a producer holding one may send any index up to MaxChunks before the header says how
+// many there are), and in a spool read back from disk not even that (summarize reads the
+// framing only); a dense bitmap grown up to the largest index cost 32 MiB per transfer
+// for one far chunk. The set is paged: pages of pageBits indices, made when one of their
+// indices is first set. A transfer's chunks come mostly in order and fill page after
+// page (about 1.6 bits per chunk); a lone far index costs one page. At worst (each chunk
+// stored alone in its page) that is about 100 bytes per chunk stored, and never more than
+// MaxChunks/pageBits pages (about 50 MiB, for a transfer that stored 2^19 chunks).
+type chunkSet struct {
+	pages map[uint64]*chunkPage // by (index-1)/pageBits
+	count uint64                // members
+	max   uint64                // largest member
 }
 
-func (b *bitmap) has(i uint64) bool {
-	w := (i - 1) / 64
-	return w < uint64(len(b.words)) && b.words[w]&(1<<((i-1)%64)) != 0
+const pageBits = 512 // a 64-byte page
+
+type chunkPage [pageBits / 64]uint64
+
+func (s *chunkSet) has(i uint64) bool {
+	p := s.pages[(i-1)/pageBits]
+	return p != nil && p[(i-1)%pageBits/64]&(1<<((i-1)%64)) != 0
 }
 
-func (b *bitmap) set(i uint64) {
-	w := (i - 1) / 64
-	for uint64(len(b.words)) <= w {
-		b.words = append(b.words, 0)
+func (s *chunkSet) set(i uint64) {
+	k := (i - 1) / pageBits
+	p := s.pages[k]
+	if p == nil {
+		if s.pages == nil {
+			s.pages = make(map[uint64]*chunkPage)
+		}
+		p = new(chunkPage)
+		s.pages[k] = p
 	}
-	if b.words[w]&(1<<((i-1)%64)) == 0 {
-		b.words[w] |= 1 << ((i - 1) % 64)
-		b.count++
-		b.max = max(b.max, i)
+	w, bit := &p[(i-1)%pageBits/64], uint64(1)<<((i-1)%64)
+	if *w&bit == 0 {
+		*w |= bit
+		s.count++
+		s.max = max(s.max, i)
 	}
 }
 
-// firstMissing is the smallest index ≥ 1 not in b.
-func (b *bitmap) firstMissing() uint64 {
-	for w, v := range b.words {
-		if v != ^uint64(0) {
-			for bit := range uint64(64) {
-				if v&(1<<bit) == 0 {
-					return uint64(w)*64 + bit + 1
-				}
+// firstMissing is the smallest index ≥ 1 not in s. It looks at the full pages from the
+// start and the first one that is not, so at most count/pageBits + 1 of them.
+func (s *chunkSet) firstMissing() uint64 {
+	for k := uint64(0); ; k++ {
+		p := s.pages[k]
+		if p == nil {
+			return k*pageBits + 1
+		}
+		for w, v := range p {
+			if v != ^uint64(0) {
+				return k*pageBits + uint64(w)*64 + uint64(bits.TrailingZeros64(^v)) + 1
 			}
 		}
 	}
-	return uint64(len(b.words))*64 + 1
 }
 
 // openSpool opens an existing spool for reading or writing.
