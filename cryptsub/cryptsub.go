@@ -230,6 +230,7 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 	errs := make([]error, len(msgs))
 	var batch []fields.Received
 	var refs []int
+	var envs []*envelope.Envelope // of the field-level messages, for their key versions
 	// Whole-body messages are opened one by one. Once the key service has failed for one
 	// of them (a fault of the environment: Vault down, silent, refusing the token), the
 	// others of the batch are opened only under keys already cached: asking for each
@@ -238,9 +239,11 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 	var outage error
 	for i, m := range msgs {
 		if fields.IsFields(m.Metadata) && s.fields != nil {
-			infos[i] = fieldsInfo(m)
+			info, env := fieldsInfo(m)
+			infos[i] = info
 			batch = append(batch, fields.Received{Body: m.Body, Metadata: m.Metadata})
 			refs = append(refs, i)
+			envs = append(envs, env)
 			continue
 		}
 		if outage != nil {
@@ -255,6 +258,7 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 	if len(batch) > 0 {
 		for j, r := range s.fields.OpenBatch(ctx, batch) {
 			i := refs[j]
+			infos[i].KeyVersion = s.keyVersion(envs[j])
 			if r.Err != nil {
 				errs[i] = r.Err
 				continue
@@ -329,11 +333,12 @@ func (s *Subscription) openBody(m *pubsub.Message, dataKey func(keyID, wrapped s
 
 // openFields restores the protected fields of a field-level message (docs/FIELDS.md).
 func (s *Subscription) openFields(ctx context.Context, m *pubsub.Message) (Info, error) {
-	info := fieldsInfo(m)
+	info, env := fieldsInfo(m)
 	if s.fields == nil {
 		return info, errors.New("message has protected fields, but the keyring cannot do field-level encryption (keyring.Vault can)")
 	}
 	body, md, err := s.fields.Open(ctx, m.Body, m.Metadata)
+	info.KeyVersion = s.keyVersion(env)
 	if err != nil {
 		return info, err
 	}
@@ -341,14 +346,33 @@ func (s *Subscription) openFields(ctx context.Context, m *pubsub.Message) (Info,
 	return info, nil
 }
 
-// fieldsInfo describes a field-level message from its envelope entries.
-func fieldsInfo(m *pubsub.Message) Info {
+// fieldsInfo describes a field-level message from its envelope entries, before it is
+// opened, and returns them (nil if they do not parse) for keyVersion once it has been.
+func fieldsInfo(m *pubsub.Message) (Info, *envelope.Envelope) {
 	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey]}
-	if env, err := envelope.Parse(withoutManifest(m.Metadata)); err == nil {
-		info.KeyID = env.KeyID
-		info.KeyVersion = wrappedVersion(env.Wrapped)
+	env, err := envelope.Parse(withoutManifest(m.Metadata))
+	if err != nil {
+		return info, nil
 	}
-	return info
+	info.KeyID = env.KeyID
+	return info, env
+}
+
+// keyVersion is the version of the key-encryption key that wrapped env's data key, as the
+// keyring reported it when it unwrapped the key. The wrapped key is the key service's own
+// format, which only the keyring reads; the field opener unwraps through s.keys, so a key
+// it unwrapped is in that cache, with its DataKey.Version. 0 (unknown, as for a whole-body
+// message) if env did not parse, if the data key was not unwrapped (the message failed
+// before, or the key service refused it) or if it has left the cache since (a batch with
+// more data keys than the cache holds).
+func (s *Subscription) keyVersion(env *envelope.Envelope) int {
+	if env == nil {
+		return 0
+	}
+	if k := s.keys.Cached(env.KeyID, env.Wrapped); k != nil {
+		return k.Version
+	}
+	return 0
 }
 
 // withoutManifest returns md without the field manifest, to read the envelope entries.
@@ -360,15 +384,6 @@ func withoutManifest(md map[string]string) map[string]string {
 		}
 	}
 	return out
-}
-
-// wrappedVersion reads N from a wrapped key of the form "vault:vN:...", 0 if it is not one.
-func wrappedVersion(wrapped string) int {
-	var n int
-	if _, err := fmt.Sscanf(wrapped, "vault:v%d:", &n); err != nil {
-		return 0
-	}
-	return n
 }
 
 // Shutdown stops receiving and closes the wrapped subscription.
