@@ -343,3 +343,42 @@ func TestSendBatchEnvironmentFaultBlamesNoMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestSendBatchBrokerRefusesOneLine: a broker that fails every send of a batch made
+// SendBatch's error one line per message (errors.Join), so the outage line of a bridge,
+// and the last line of a command that gave up (found by the fault suite: 51 lines for a
+// batch of 50 against a silent broker), said the same thing fifty times. Now it is one
+// line that counts the messages, and errors.Is still finds each message's error.
+func TestSendBatchBrokerRefusesOneLine(t *testing.T) {
+	ctx := context.Background()
+	mt := mempubsub.NewTopic()
+	top, err := crypttopic.New(mt, crypttopic.Options{Keyring: vaultKeyring(t, vaultServer, "", transitKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mt.Shutdown(ctx); err != nil { // every send from now on fails: the broker is gone
+		t.Fatal(err)
+	}
+	var msgs []*pubsub.Message
+	for i := range 50 {
+		msgs = append(msgs, &pubsub.Message{Body: []byte(fmt.Sprintf("message %d", i))})
+	}
+	err = top.SendBatch(ctx, msgs)
+	if err == nil {
+		t.Fatal("SendBatch on a topic that was shut down succeeded")
+	}
+	t.Logf("error: %v", err)
+	if strings.Contains(err.Error(), "\n") {
+		t.Fatalf("the error of a batch the broker refused takes %d lines; want one:\n%v", strings.Count(err.Error(), "\n")+1, err)
+	}
+	if !strings.Contains(err.Error(), "50 of 50 messages not sent") {
+		t.Errorf("the error does not count the messages: %v", err)
+	}
+	if fault.ClassOf(err) != fault.Environment {
+		t.Errorf("class %v, want environment", fault.ClassOf(err))
+	}
+	var be *crypttopic.BatchError
+	if errors.As(err, &be) {
+		t.Errorf("a broker failure is reported as messages at fault: %v", be)
+	}
+}

@@ -221,15 +221,65 @@ func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
 	for i, m := range out {
 		wg.Go(func() {
 			if err := t.topic.Send(ctx, m); err != nil {
-				errs[i] = fmt.Errorf("message %d: %w", i, err)
+				errs[i] = err
 			}
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return brokerFault(fmt.Errorf("crypttopic: send batch: %w", err))
+	if se := newSendError(errs); se != nil {
+		return brokerFault(fmt.Errorf("crypttopic: send batch: %w", se))
 	}
 	return nil
+}
+
+// sendError is the broker's refusal of messages of a batch. A broker that is down fails
+// every message the same way, and an operator reads one line, not one per message (an
+// outage log line or the last line of a command used to hold a hundred); errors.Is and
+// errors.As still see each message's error.
+type sendError struct {
+	errs  []error // the messages' errors, nil for those sent
+	n     int     // how many are not nil
+	first int     // index of the first that is not nil
+}
+
+func newSendError(errs []error) *sendError {
+	se := &sendError{errs: errs, first: -1}
+	for i, err := range errs {
+		if err != nil {
+			if se.n++; se.first < 0 {
+				se.first = i
+			}
+		}
+	}
+	if se.n == 0 {
+		return nil
+	}
+	return se
+}
+
+func (e *sendError) Error() string {
+	head := fmt.Sprintf("%d of %d messages not sent", e.n, len(e.errs))
+	first := e.errs[e.first].Error()
+	others := 0 // errors that say something else than the first
+	for _, err := range e.errs {
+		if err != nil && err.Error() != first {
+			others++
+		}
+	}
+	if others == 0 {
+		return head + ": " + first
+	}
+	return fmt.Sprintf("%s: message %d: %s; and %d other error(s)", head, e.first, first, others)
+}
+
+func (e *sendError) Unwrap() []error {
+	out := make([]error, 0, e.n)
+	for _, err := range e.errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
 }
 
 // policyFor returns the field policy of m: its ProtectKey entry, else Options.Fields;
