@@ -132,7 +132,6 @@ func TestSoakEncrypt(t *testing.T) {
 	// The producer runs beside the bridge, as fast as the broker takes it: the bridge
 	// always has a backlog, so the soak measures the bridge, not the producer.
 	kept := make(map[string][]byte, soakVerify)
-	var order []string
 	var keptMu sync.Mutex
 	prodDone := make(chan error, 1)
 	go func() {
@@ -140,7 +139,6 @@ func TestSoakEncrypt(t *testing.T) {
 			if i < soakVerify {
 				keptMu.Lock()
 				kept[id] = body
-				order = append(order, id)
 				keptMu.Unlock()
 			}
 		})
@@ -429,6 +427,7 @@ type topicCounter struct {
 	records  int
 	distinct map[string]struct{}
 	done     chan struct{}
+	once     sync.Once
 }
 
 func startTopicCounter(ctx context.Context, t *testing.T, addrs []string, topic string) *topicCounter {
@@ -475,7 +474,7 @@ func (c *topicCounter) wait(ctx context.Context, n int, timeout time.Duration) (
 }
 
 func (c *topicCounter) close() {
-	c.cl.Close()
+	c.once.Do(c.cl.Close)
 	<-c.done
 }
 
@@ -765,33 +764,37 @@ func (r *soakRecorder) table(h soakHeader) string {
 		fmt.Fprintf(&b, "  %8d  %s\n", h.calls[k], k)
 	}
 	fmt.Fprintf(&b, "Vault server RSS: %s MiB before, %s MiB at the end\n", mib(h.vaultRSS[0]), mib(h.vaultRSS[1]))
-	fmt.Fprintf(&b, "in-process bridge (%d messages, runEncrypt): goroutines %d before, %d while running, %d after it returned (%d left after waiting up to %v)\n",
-		h.inner.n, h.inner.before, h.inner.during, h.inner.after, h.inner.leaked, h.inner.waited)
+	fmt.Fprintf(&b, "in-process bridge (%d messages, runEncrypt; the test process had %d goroutines before): the bridge's goroutines\n",
+		h.inner.n, h.inner.before)
+	fmt.Fprintf(&b, "  at most %d while running, %d when it returned, %d left after waiting %v\n", h.inner.during, h.inner.after, h.inner.leaked, h.inner.waited)
 	return b.String()
 }
 
 // soakInner is what the in-process run found about goroutines.
 type soakInner struct {
-	n                     int
-	before, during, after int
-	leaked                int
-	waited                time.Duration
-	stacks                string
+	n             int
+	before        int // goroutines of the whole test process before the run
+	during, after int // goroutines the bridge started: most at once, and when it returned
+	leaked        int // the bridge's goroutines still there after waiting
+	waited        time.Duration
+	stacks        string
 }
 
+// soakLabel marks the goroutines the in-process bridge starts: pprof labels are inherited
+// by every goroutine a labelled one starts, so the bridge's can be told from the broker's
+// and the test's, which share this process.
+const soakLabel = "pubcrypt-soak"
+
 // soakInProcess runs the encrypt command in this process over the first n source
-// messages (its own consumer group, its own destination) and counts this process's
-// goroutines before, during and after: a bridge that has returned must have stopped
-// everything it started. Idle keep-alive connections of HTTP clients still referenced
-// would hold goroutines too; the wait below covers their close.
+// messages (its own consumer group, its own destination) and counts the goroutines it
+// started, while it runs and after it returns: a bridge that has returned must have
+// stopped all of them. A goroutine that ends a moment after (a connection closing) is
+// waited for, up to patience.
 func soakInProcess(t *testing.T, n, batch int) soakInner {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	res := soakInner{n: n}
-	runtime.GC()
-	res.before = runtime.NumGoroutine()
-	var during atomic.Int64
+	res := soakInner{n: n, before: runtime.NumGoroutine()}
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -803,15 +806,17 @@ func soakInProcess(t *testing.T, n, batch int) soakInner {
 			case <-stop:
 				return
 			case <-tk.C:
-				if g := int64(runtime.NumGoroutine()); g > during.Load() {
-					during.Store(g)
-				}
+				g, _ := labelledGoroutines()
+				res.during = max(res.during, g)
 			}
 		}
 	}()
 	var out bytes.Buffer
-	err := runEncrypt(ctx, []string{"--sub", "kafka://soak-inprocess?topic=" + topicPlain + "&offset=oldest",
-		"--topic", "kafka://" + soakTopicInner, "--batch", strconv.Itoa(batch), "--max", strconv.Itoa(n)}, &out)
+	var err error
+	pprof.Do(ctx, pprof.Labels(soakLabel, "bridge"), func(ctx context.Context) {
+		err = runEncrypt(ctx, []string{"--sub", "kafka://soak-inprocess?topic=" + topicPlain + "&offset=oldest",
+			"--topic", "kafka://" + soakTopicInner, "--batch", strconv.Itoa(batch), "--max", strconv.Itoa(n)}, &out)
+	})
 	close(stop)
 	<-sampled
 	if err != nil {
@@ -820,19 +825,35 @@ func soakInProcess(t *testing.T, n, batch int) soakInner {
 	if want := fmt.Sprintf("%d message(s) encrypted", n); !strings.HasPrefix(lastLine(out.String()), want) {
 		t.Fatalf("in-process encrypt: %q, want %q", lastLine(out.String()), want)
 	}
-	res.during = int(during.Load()) - 1 // without the sampler
-	res.after = runtime.NumGoroutine()
+	res.after, _ = labelledGoroutines()
 	begin := time.Now()
 	const patience = 30 * time.Second
-	for runtime.NumGoroutine() > res.before && time.Since(begin) < patience {
+	for {
+		res.leaked, res.stacks = labelledGoroutines()
+		if res.leaked == 0 || time.Since(begin) >= patience {
+			break
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.waited = time.Since(begin).Round(100 * time.Millisecond)
-	res.leaked = max(0, runtime.NumGoroutine()-res.before)
-	if res.leaked > 0 {
-		var buf bytes.Buffer
-		_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
-		res.stacks = buf.String()
-	}
 	return res
+}
+
+// labelledGoroutines counts the goroutines that carry soakLabel and returns their stacks.
+func labelledGoroutines() (int, string) {
+	var buf bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+	n := 0
+	var stacks []string
+	for _, block := range strings.Split(buf.String(), "\n\n") {
+		if !strings.Contains(block, `"`+soakLabel+`":`) {
+			continue
+		}
+		var k int
+		if _, err := fmt.Sscanf(block, "%d @", &k); err == nil {
+			n += k
+			stacks = append(stacks, block)
+		}
+	}
+	return n, strings.Join(stacks, "\n\n")
 }
