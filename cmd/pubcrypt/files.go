@@ -286,7 +286,7 @@ func envFault(err error) error {
 	if err == nil || fault.ClassOf(err) != fault.Environment {
 		return err
 	}
-	return fmt.Errorf("environment fault, message not acknowledged (run again once it is fixed: the transfer resumes): %w", err)
+	return &classNamed{fmt.Errorf("environment fault, message not acknowledged (run again once it is fixed: the transfer resumes): %w", err)}
 }
 
 type receiveLimits struct {

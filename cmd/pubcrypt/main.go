@@ -108,7 +108,7 @@ func main() {
 	case code == exitOK && ctx.Err() != nil:
 		fmt.Fprintf(os.Stderr, "pubcrypt %s: interrupted; the work in flight was finished or left unacknowledged\n", cmd.name)
 	case code != exitOK && !errors.Is(err, flag.ErrHelp) && !alreadyShown(err):
-		fmt.Fprintf(os.Stderr, "pubcrypt %s: %v%s\n", cmd.name, err, hint(err))
+		fmt.Fprintf(os.Stderr, "pubcrypt %s: %s%v%s\n", cmd.name, classLabel(code, err), err, hint(err))
 	}
 	os.Exit(code)
 }
@@ -150,6 +150,28 @@ func exitCode(ctx context.Context, err error) int {
 	}
 	return exitError
 }
+
+// classLabel names the class of the fault that ended a command, for the last line an
+// operator reads: an environment fault is to be mended and the command run again, a
+// message fault needs someone to look at the message.
+func classLabel(code int, err error) string {
+	var named *classNamed
+	switch {
+	case errors.As(err, &named):
+		return "" // the error says it already
+	case code == exitEnvironment:
+		return "environment fault: "
+	case code == exitMessage:
+		return "message fault: "
+	}
+	return ""
+}
+
+// classNamed is an error whose text already names its class.
+type classNamed struct{ err error }
+
+func (e *classNamed) Error() string { return e.err.Error() }
+func (e *classNamed) Unwrap() error { return e.err }
 
 // usageError is a wrong command line: exit status 2.
 type usageError struct {
