@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -126,6 +127,16 @@ func shutdown(s interface{ Shutdown(context.Context) error }) error {
 	}
 }
 
+// shutdownAll shuts down each of ss concurrently, so that the whole takes at most
+// shutdownTimeout.
+func shutdownAll(ss ...interface{ Shutdown(context.Context) error }) {
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		wg.Go(func() { _ = shutdown(s) })
+	}
+	wg.Wait()
+}
+
 // drainTimeout is how long work already begun (a batch being sent) may go on after an
 // interrupt, so that it is finished and acknowledged rather than cut in half.
 const drainTimeout = time.Second
@@ -198,6 +209,19 @@ func (o *outage) wait(ctx context.Context, what string, err error) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// bound returns ctx bounded by timeout and, while an outage with a --max-outage lasts,
+// by the moment it will have lasted that long: an attempt that cannot succeed before
+// then (a broker or Vault that does not answer) must not carry the command past it.
+func (o *outage) bound(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(timeout)
+	if o.max > 0 && !o.since.IsZero() {
+		if end := o.since.Add(o.max); end.Before(deadline) {
+			deadline = end
+		}
+	}
+	return context.WithDeadline(ctx, deadline)
 }
 
 // slog's text handler prints an error value with %+v, which for gocloud's errors adds

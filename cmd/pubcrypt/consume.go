@@ -130,12 +130,14 @@ func (c *consumer) open(ctx context.Context) error {
 }
 
 func (c *consumer) close() {
+	var all []interface{ Shutdown(context.Context) error }
 	if c.sub != nil {
-		_ = shutdown(c.sub)
+		all = append(all, c.sub)
 	}
 	if c.dl != nil {
-		_ = shutdown(c.dl.topic)
+		all = append(all, c.dl.topic)
 	}
+	shutdownAll(all...)
 }
 
 // run prints decrypted messages until c.stop says stop, ctx ends (nil: interrupted

@@ -155,17 +155,20 @@ func (b *bridger) start(ctx context.Context) error {
 	return err
 }
 
-// close shuts everything down, each within shutdownTimeout.
+// close shuts everything down at once, all within shutdownTimeout: one after the other,
+// a broker that does not answer held the exit for that long per topic.
 func (b *bridger) close() {
+	var all []interface{ Shutdown(context.Context) error }
 	if b.src != nil {
-		_ = shutdown(b.src)
+		all = append(all, b.src)
 	}
 	if b.dst != nil {
-		_ = shutdown(b.dst)
+		all = append(all, b.dst)
 	}
 	if b.dl != nil {
-		_ = shutdown(b.dl.topic)
+		all = append(all, b.dl.topic)
 	}
+	shutdownAll(all...)
 }
 
 // run forwards batches until b.stop says stop, ctx ends (nil: interrupted cleanly), a
@@ -257,13 +260,15 @@ func (b *bridger) forward(ctx context.Context, batch []*pubsub.Message, st *brid
 		if ctx.Err() != nil {
 			return ctx.Err() // interrupted: not acknowledged, delivered again to the next run
 		}
+		// The outage is logged, and --max-outage checked, before the reopen below: a
+		// reopen that hangs on a silent broker must not delay either by a broker timeout.
+		if werr := b.outage.wait(ctx, fmt.Sprintf("send batch starting at message %s", batch[0].LoggableID), err); werr != nil {
+			return werr
+		}
 		if !keyService(err) {
 			// Not Vault: the destination broker. Reopen the topic, in case its client is
 			// the part that broke; a new one starts from fresh connections.
 			b.reopenDst(ctx)
-		}
-		if werr := b.outage.wait(ctx, fmt.Sprintf("send batch starting at message %s", batch[0].LoggableID), err); werr != nil {
-			return werr
 		}
 	}
 	for i, m := range batch {
@@ -334,7 +339,7 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 // fault of that message (it will never pass); or an error of the environment, and then
 // the whole batch is to be tried again.
 func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, error) {
-	tctx, cancel := context.WithTimeout(ctx, b.opTimeout())
+	tctx, cancel := b.outage.bound(ctx, b.opTimeout())
 	defer cancel()
 	faults := make([]error, len(batch))
 	idx := make([]int, len(batch)) // position in batch of each message still to send
@@ -401,6 +406,8 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // reopenDst replaces the destination topic with a new one, if one can be opened now.
 func (b *bridger) reopenDst(ctx context.Context) {
+	ctx, cancel := b.outage.bound(ctx, orDefault(b.broker.Timeout, broker.DefaultTimeout))
+	defer cancel()
 	dst, err := openCryptTopic(ctx, b.topicURL, b.topicOpts, b.broker)
 	if err != nil {
 		return // still down: the next attempt tries again
