@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path"
@@ -100,7 +101,13 @@ func ReadKafkaProperties(path string) (KafkaSettings, error) {
 		return s, fmt.Errorf("kafka: read client properties: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return parseKafkaProperties(path, f)
+}
+
+// parseKafkaProperties reads client.properties text from r; path names it in errors.
+func parseKafkaProperties(path string, r io.Reader) (KafkaSettings, error) {
+	var s KafkaSettings
+	sc := bufio.NewScanner(r)
 	line := 0
 	for sc.Scan() {
 		line++
