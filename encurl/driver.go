@@ -66,8 +66,10 @@ func (t *topic) SendBatch(ctx context.Context, dms []*driver.Message) error {
 		return err
 	}
 	if rerr := t.ct.SendBatch(ctx, rest); rerr != nil {
-		// Not sent either: the caller retries them, all of one class or the other.
-		return errors.Join(err, rerr)
+		// Not sent either: the error has rerr's class. Joined as it is, fault.ClassOf
+		// would answer the first call's Message, and a caller that takes message faults
+		// out would drop messages that pass once the broker or Vault is back.
+		return fault.Mark(errors.Join(err, rerr), fault.ClassOf(rerr))
 	}
 	return fmt.Errorf("encurl: %d of the %d messages of this send batch were sent; the others were not: %w", len(rest), len(msgs), err)
 }
