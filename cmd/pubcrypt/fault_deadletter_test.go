@@ -1,14 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"gocloud.dev/pubsub"
+
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/filestream"
 )
 
 // TestDeadLetterMetadataRoundTrip: the raw message's metadata comes back exactly from a
@@ -40,5 +48,72 @@ func TestDeadLetterMetadataRoundTrip(t *testing.T) {
 	md := deadLetterMetadata(nil, long, "", "", "pubcrypt consume", now)
 	if r := md[deadLetterReason]; len(r) > maxReasonBytes || !strings.HasSuffix(r, "…") || !utf8.ValidString(r) || strings.ContainsRune(r, utf8.RuneError) {
 		t.Fatalf("long reason: %d bytes %q…", len(r), r[:20])
+	}
+}
+
+// TestFileDeadLetterHidesTheName: a file's name travels encrypted, so the dead letter of
+// a refused chunk (clear metadata on a topic) and its log line must not carry it, though
+// TransferError's text and ErrUnsafeName's detail quote it. Real Vault for the dead
+// letter's encryption.
+func TestFileDeadLetterHidesTheName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kr := startVault(t).keyring(t)
+	dl, err := openDeadLetter(ctx, "mem://file-dead-letter", kr, broker.Options{}, "mem://chunks", "pubcrypt receive-files")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(dl.topic)
+	sub, err := pubsub.OpenSubscription(ctx, "mem://file-dead-letter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Shutdown(context.Background())
+	// The chunks, as received from a broker (broker.Position asks the message).
+	chunks, err := pubsub.OpenTopic(ctx, "mem://file-chunks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chunks.Shutdown(context.Background())
+	chunkSub, err := pubsub.OpenSubscription(ctx, "mem://file-chunks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chunkSub.Shutdown(context.Background())
+	const secret = "q3-layoffs-SECRETNAME.xlsx"
+	var logs bytes.Buffer
+	defer slog.SetDefault(slog.Default())
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	for _, herr := range []error{
+		&filestream.TransferError{ID: "AAAAAAAAAAAAAAAAAAAAAA", Name: secret, Index: 0, Err: filestream.ErrExists},
+		&filestream.TransferError{ID: "AAAAAAAAAAAAAAAAAAAAAA", Name: "../" + secret, Index: 0,
+			Err: fmt.Errorf("%w: %q is a path, not a base name", filestream.ErrUnsafeName, "../"+secret)},
+	} {
+		if err := chunks.Send(ctx, &pubsub.Message{Body: []byte("chunk"), Metadata: map[string]string{"n": "1"}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := chunkSub.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Ack()
+		if err := fileMessageFault(ctx, onFaultDeadLetter, dl, m, herr); err != nil {
+			t.Fatal(err)
+		}
+		got, err := sub.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Ack()
+		reason := got.Metadata[deadLetterReason]
+		if strings.Contains(reason, "SECRETNAME") {
+			t.Errorf("dead-letter reason carries the file name: %q", reason)
+		}
+		if !strings.Contains(reason, "AAAAAAAAAAAAAAAAAAAAAA") || got.Metadata[deadLetterClass] != "message" {
+			t.Errorf("dead letter does not name the transfer or its class: %v", got.Metadata)
+		}
+	}
+	if strings.Contains(logs.String(), "SECRETNAME") {
+		t.Errorf("log carries the file name:\n%s", logs.String())
 	}
 }

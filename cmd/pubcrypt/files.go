@@ -271,12 +271,30 @@ func fileMessageFault(ctx context.Context, policy string, dl *deadLetter, m *pub
 	case onFaultStop:
 		return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", m.LoggableID, pos, herr)
 	case onFaultDeadLetter:
-		if err := dl.send(ctx, m, herr); err != nil {
+		reason := withoutFileName(herr)
+		if err := dl.send(ctx, m, reason); err != nil {
 			return err
 		}
-		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", dl.url, "err", herr.Error())
+		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", dl.url, "err", reason.Error())
 	}
 	return nil
+}
+
+// withoutFileName is a refused chunk's error as a dead letter may carry it: the file's
+// name travels encrypted, but a dead letter's reason is clear metadata on a topic, and
+// the text of a *filestream.TransferError names the file (as does ErrUnsafeName's
+// detail, quoting the name it refused). The class and the transfer ID stay.
+func withoutFileName(herr error) error {
+	te, ok := herr.(*filestream.TransferError)
+	if !ok {
+		return herr
+	}
+	c := *te
+	c.Name = ""
+	if errors.Is(c.Err, filestream.ErrUnsafeName) {
+		c.Err = filestream.ErrUnsafeName
+	}
+	return &c
 }
 
 // envFault says of an error of the environment that it is one, and that nothing was
