@@ -501,10 +501,14 @@ func (r *Receiver) lookup(ctx context.Context, id transferID, kid, wrapped strin
 	}
 	aead, err := r.unwrap(ctx, kid, wrapped)
 	if err != nil {
-		if fault.ClassOf(err) == fault.Message { // the key can never be had again
+		if errors.Is(err, keyring.ErrVersionTooOld) { // retired on purpose: never had again
 			return nil, r.abort(t, index, err)
 		}
-		return nil, &TransferError{ID: id.String(), Index: index, Err: err}
+		// The spool was written only once this very wrapped key had unwrapped and its
+		// chunks authenticated under it: a key service that now calls it invalid has
+		// changed (another server, the key deleted and made again), not the message.
+		// Aborting would remove chunks acknowledged long ago.
+		return nil, &TransferError{ID: id.String(), Index: index, Err: fault.Mark(err, fault.Environment)}
 	}
 	if err := r.usable(id, index); err != nil {
 		return nil, err
