@@ -250,6 +250,7 @@ type refMatch struct {
 // path reaches as the Decoder reads it (json.RawMessage: the exact bytes).
 func refLocate(doc []byte, c *compiled) ([]refMatch, error) {
 	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber() // a number beyond float64 (1e700) is valid JSON; Token would refuse it as a float64
 	var out []refMatch
 	var walk func(n *node, path string) error
 	walk = func(n *node, path string) error {
