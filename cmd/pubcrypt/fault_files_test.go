@@ -14,6 +14,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
 	"github.com/pubcrypt/pubcrypt/internal/filestream"
 	"github.com/pubcrypt/pubcrypt/internal/netfault"
 )
@@ -155,4 +156,79 @@ func TestReceiveFilesRidesOutOutages(t *testing.T) {
 	}
 	t.Logf("both files byte-identical across a 12 s broker outage and a 5 s Vault outage; SIGINT: exit 0 after %v; outages logged:\n%s",
 		took.Round(time.Millisecond), outageLines(p.stderr.String()))
+}
+
+// TestReceiveFilesExpiredToken: with an expired Vault token, receive-files used to refuse
+// the transfers (a message fault) and acknowledge their chunks, so a rerun with a good
+// token in the same group got nothing back. A refused token is a fault of the
+// environment: nothing is refused, written or acknowledged (here the outage is bounded
+// by --max-outage: exit 3), and the rerun with a good token finishes every file.
+func TestReceiveFilesExpiredToken(t *testing.T) {
+	const topic, group, chunk = "files", "pubcrypt-files", 64 << 10
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fe := startVault(t)
+	kr := fe.keyring(t)
+	kafka := startKafka(t, topic)
+	t.Setenv(broker.EnvKafkaBrokers, kafka.Addrs[0])
+
+	src, dst := t.TempDir(), t.TempDir()
+	files := map[string][]byte{"a.bin": make([]byte, 7*chunk+100), "b.bin": make([]byte, 3*chunk+7)}
+	top, err := broker.OpenTopic(ctx, "kafka://"+topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a.bin", "b.bin"} {
+		data := files[name]
+		_, _ = rand.Read(data)
+		if err := os.WriteFile(filepath.Join(src, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := filestream.SendFile(ctx, kr, filepath.Join(src, name), func(ctx context.Context, body []byte, md map[string]string) error {
+			return top.Send(ctx, &pubsub.Message{Body: body, Metadata: md})
+		}, filestream.SendOptions{ChunkSize: chunk}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := shutdown(top); err != nil {
+		t.Fatal(err)
+	}
+
+	token, err := fe.vault.CreateTokenWith(ctx, devvault.TokenOptions{Policy: "files-receiver",
+		PolicyHCL: `path "transit/decrypt/pubcrypt" { capabilities = ["update"] }`, TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // expired
+	args := []string{"receive-files", "--dir", dst, "--sub", "kafka://" + group + "?topic=" + topic + "&offset=oldest"}
+	expired := []string{broker.EnvKafkaBrokers + "=" + kafka.Addrs[0], "VAULT_ADDR=" + fe.vault.Addr, "VAULT_TOKEN=" + token}
+	p := startCLI(t, expired, append(args, "--max-outage", "3s")...)
+	code, _ := p.wait(time.Minute)
+	t.Logf("expired token: exit %d: %s", code, lastLine(p.stderr.String()))
+	if code != exitEnvironment || strings.Contains(p.stdout.String(), "refused:") || !strings.Contains(p.stdout.String(), " 0 refused") || !strings.Contains(p.stderr.String(), "permission denied") {
+		t.Fatalf("expired token: exit %d, want %d with nothing refused and the refusal named\nstdout:\n%s\nstderr:\n%s",
+			code, exitEnvironment, tail(p.stdout.String()), tail(p.stderr.String()))
+	}
+	if off, err := kafka.CommittedOffset(ctx, group, topic, 0); err != nil || off > 0 {
+		t.Fatalf("committed offset %d, %v after the expired token: chunks were acknowledged", off, err)
+	}
+	if entries, _ := os.ReadDir(dst); len(entries) > 0 {
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), ".pubcrypt-") {
+				t.Fatalf("%s written with an expired token", e.Name())
+			}
+		}
+	}
+
+	p = startCLI(t, append([]string{broker.EnvKafkaBrokers + "=" + kafka.Addrs[0]}, fe.env...), append(args, "--max-files", "2")...)
+	if code, _ := p.wait(2 * time.Minute); code != exitOK {
+		t.Fatalf("good token: exit %d\nstdout:\n%s\nstderr:\n%s", code, tail(p.stdout.String()), tail(p.stderr.String()))
+	}
+	for name, want := range files {
+		got, err := os.ReadFile(filepath.Join(dst, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s did not arrive intact after the rerun with a good token: %v\n%s", name, err, tail(p.stdout.String()))
+		}
+	}
+	t.Logf("rerun with a good token in the same group: 2 of 2 files byte-identical")
 }
