@@ -13,8 +13,8 @@
 // gocloud driver opens the inner URL (the same URL without "enc+" and without the
 // parameters below; kafka:// gets pubcrypt's Kafka opener, with TLS/SASL from the
 // environment) and wraps it in a crypttopic.Topic or cryptsub.Subscription. The inner
-// driver must be linked into the program as usual (kafka and mem are; pubcrypt's CLI
-// links every driver gocloud ships).
+// driver must be linked into the program as usual: kafka is; mem:// needs
+// gocloud.dev/pubsub/mempubsub, and so on; pubcrypt's CLI links every driver gocloud ships.
 //
 // Two ways to the same thing:
 //

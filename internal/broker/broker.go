@@ -1,9 +1,10 @@
 // Package broker opens gocloud topics and subscriptions by URL for the wrappers and the CLI.
-// Every scheme registered on gocloud's default URL mux works; kafka:// gets an opener of
-// its own that, unlike gocloud's default one, can reach a managed cluster such as
-// Confluent Cloud (TLS + SASL PLAIN) from environment variables or a client.properties
-// file, bounds every request it makes, and checks at open that the topic exists. Nothing
-// outside this package names a broker.
+// Every scheme registered on gocloud's default URL mux works: the application links the
+// drivers it uses (package drivers links them all, for the CLI and the tests). kafka://
+// gets an opener of its own that, unlike gocloud's default one, can reach a managed
+// cluster such as Confluent Cloud (TLS + SASL PLAIN) from environment variables or a
+// client.properties file, bounds every request it makes, and checks at open that the
+// topic exists. Nothing outside this package names a broker.
 //
 // Opening never outlives its context or Options.Timeout: some drivers (kafkapubsub)
 // connect without a context, so an open runs on its own goroutine and is abandoned —
@@ -19,14 +20,6 @@ import (
 	"time"
 
 	"gocloud.dev/pubsub"
-	_ "gocloud.dev/pubsub/awssnssqs"    // awssns://, awssqs://
-	_ "gocloud.dev/pubsub/azuresb"      // azuresb://
-	_ "gocloud.dev/pubsub/gcppubsub"    // gcppubsub://
-	_ "gocloud.dev/pubsub/gcppubsubv2"  // gcppubsubv2://
-	_ "gocloud.dev/pubsub/kafkapubsub"  // kafka://
-	_ "gocloud.dev/pubsub/mempubsub"    // mem://
-	_ "gocloud.dev/pubsub/natspubsub"   // nats://
-	_ "gocloud.dev/pubsub/rabbitpubsub" // rabbit://
 
 	"github.com/pubcrypt/pubcrypt/fault"
 )

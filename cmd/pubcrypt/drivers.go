@@ -1,0 +1,3 @@
+package main
+
+import _ "github.com/pubcrypt/pubcrypt/internal/broker/drivers" // every broker by URL
