@@ -72,7 +72,7 @@
 // other messages of its batch are sent; the driver interface has one error per batch, so
 // their Sends report the same error, which says how many were sent.
 //
-// Adding a scheme is one line in Schemes (or a call to Register for another mux).
+// Adding a scheme is one line in broker.Schemes (or a call to Register for another mux).
 package encurl
 
 import (
@@ -98,19 +98,9 @@ import (
 const Prefix = "enc+"
 
 // Schemes are the inner schemes registered with Prefix on pubsub.DefaultURLMux at init:
-// gocloud's own drivers. Opening one whose driver is not linked into the program fails
-// with gocloud's "no driver registered" error.
-var Schemes = []string{
-	"mem",         // gocloud.dev/pubsub/mempubsub
-	"kafka",       // gocloud.dev/pubsub/kafkapubsub, through pubcrypt's opener
-	"gcppubsub",   // gocloud.dev/pubsub/gcppubsub
-	"gcppubsubv2", // gocloud.dev/pubsub/gcppubsubv2
-	"awssns",      // gocloud.dev/pubsub/awssnssqs
-	"awssqs",      // gocloud.dev/pubsub/awssnssqs
-	"azuresb",     // gocloud.dev/pubsub/azuresb
-	"rabbit",      // gocloud.dev/pubsub/rabbitpubsub
-	"nats",        // gocloud.dev/pubsub/natspubsub
-}
+// gocloud's own drivers (broker.Schemes). Opening one whose driver is not linked into the
+// program fails with gocloud's "no driver registered" error.
+var Schemes = broker.Schemes
 
 func init() {
 	for _, s := range Schemes {
@@ -368,5 +358,5 @@ func (o opener) openSubscription(ctx context.Context, u *url.URL) (*pubsub.Subsc
 		}
 		return nil, err
 	}
-	return newSubscription(cs, dlq, o.inner != "kafka", log), nil
+	return newSubscription(cs, dlq, broker.CapabilitiesFor(o.inner).CanNack, log), nil
 }

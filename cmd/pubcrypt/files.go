@@ -333,11 +333,7 @@ func orderedFor(flag, subURL string) (bool, error) {
 		if err != nil {
 			return false, fmt.Errorf("--sub: %w", err)
 		}
-		switch u.Scheme {
-		case "kafka", "nats", "rabbit":
-			return true, nil
-		}
-		return false, nil
+		return broker.CapabilitiesFor(u.Scheme).KeepsOrder, nil
 	}
 	return false, fmt.Errorf("--ordered must be true, false or auto, not %q", flag)
 }
