@@ -274,6 +274,12 @@ func decodeKey(field any) ([]byte, error) {
 	return key, nil
 }
 
+// CiphertextVersion returns N of a Vault Transit ciphertext "vault:vN:...", the form of
+// Vault's wrapped data keys and of transit and deterministic field values
+// (docs/FIELDS.md); ok is false for any other text. It is the one reader of that form:
+// nothing outside the Vault keyring parses it.
+func CiphertextVersion(s string) (version int, ok bool) { return wrappedVersion(s) }
+
 // wrappedVersion parses N from a Vault ciphertext "vault:vN:...".
 func wrappedVersion(wrapped string) (int, bool) {
 	rest, ok := strings.CutPrefix(wrapped, "vault:v")

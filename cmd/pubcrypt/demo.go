@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -426,30 +427,41 @@ func containsAny(m *pubsub.Message, secrets []string) bool {
 }
 
 var (
-	transitVersion = regexp.MustCompile(`"name":"vault:v(\d+):`)
-	dekVersion     = regexp.MustCompile(`^vault:v(\d+):`)
-	fpeVersion     = regexp.MustCompile(`;fk=[^;@]+@(\d+)`)
+	nameField  = regexp.MustCompile(`"name":"([^"]*)"`)
+	fpeVersion = regexp.MustCompile(`;fk=[^;@]+@(\d+)`)
 )
 
-func firstGroup(re *regexp.Regexp, s string) string {
-	if g := re.FindStringSubmatch(s); g != nil {
-		return "v" + g[1]
+// ciphertextVersion is "vN" for a key service's ciphertext of key version N, "-" for
+// anything else.
+func ciphertextVersion(s string) string {
+	if n, ok := keyring.CiphertextVersion(s); ok {
+		return "v" + strconv.Itoa(n)
 	}
 	return "-"
 }
 
-// wireVersions says which key versions protect a raw message: the transit key of the name
+// versions are the key versions that protect a raw message: the transit key of the name
 // field, the key that wrapped the data key, and the FPE key of the card number.
+func versions(m *pubsub.Message) (transit, dek, fpe string) {
+	transit, fpe = "-", "-"
+	if g := nameField.FindStringSubmatch(string(m.Body)); g != nil {
+		transit = ciphertextVersion(g[1])
+	}
+	if g := fpeVersion.FindStringSubmatch(m.Metadata["pubcrypt-fields"]); g != nil {
+		fpe = "v" + g[1]
+	}
+	return transit, ciphertextVersion(m.Metadata["pubcrypt-dek"]), fpe
+}
+
+// wireVersions says which key versions protect a raw message.
 func wireVersions(m *pubsub.Message) string {
-	return fmt.Sprintf("transit field %s, data key %s, FPE key %s",
-		firstGroup(transitVersion, string(m.Body)),
-		firstGroup(dekVersion, m.Metadata["pubcrypt-dek"]),
-		firstGroup(fpeVersion, m.Metadata["pubcrypt-fields"]))
+	transit, dek, fpe := versions(m)
+	return fmt.Sprintf("transit field %s, data key %s, FPE key %s", transit, dek, fpe)
 }
 
 func shortVersions(m *pubsub.Message) string {
-	return fmt.Sprintf("keys %s/%s/%s", firstGroup(transitVersion, string(m.Body)),
-		firstGroup(dekVersion, m.Metadata["pubcrypt-dek"]), firstGroup(fpeVersion, m.Metadata["pubcrypt-fields"]))
+	transit, dek, fpe := versions(m)
+	return fmt.Sprintf("keys %s/%s/%s", transit, dek, fpe)
 }
 
 func indexOf(msgs []*pubsub.Message, order string) int {

@@ -317,8 +317,8 @@ func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string,
 		}
 		switch rule.Mode {
 		case Transit, Deterministic:
-			if !strings.HasPrefix(s, "vault:") {
-				return fail(malformed("field %q: not a vault: ciphertext", mt.path))
+			if _, ok := keyring.CiphertextVersion(s); !ok {
+				return fail(malformed("field %q: not a vault:vN: ciphertext", mt.path))
 			}
 			if rule.Mode == Transit {
 				p.transit = append(p.transit, keyring.TransitItem{Ciphertext: s, AssociatedData: fieldAD(r.m.id[:], mt.path)})

@@ -486,8 +486,8 @@ func (s *Sealer) encrypt(ctx context.Context, key string, items []keyring.Transi
 			failed.add(ref.msg, err)
 			continue
 		}
-		if len(it.Ciphertext) < len("vault:") || it.Ciphertext[:len("vault:")] != "vault:" || !plainString(it.Ciphertext) {
-			return fmt.Errorf("fields: message %d: field %q: key service returned a ciphertext that is not vault:... in printable ASCII", ref.msg, path)
+		if _, ok := keyring.CiphertextVersion(it.Ciphertext); !ok || !plainString(it.Ciphertext) {
+			return fmt.Errorf("fields: message %d: field %q: key service returned a ciphertext that is not vault:vN:... in printable ASCII", ref.msg, path)
 		}
 		p.repl[ref.match] = quoted(it.Ciphertext)
 	}
