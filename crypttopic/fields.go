@@ -13,6 +13,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
 // Field-level encryption: instead of the whole body, protect chosen values of a JSON body
@@ -57,7 +58,7 @@ const ProtectKey = "pubcrypt-protect"
 
 // DefaultFieldKeys are the key names used when Options.FieldKeys leaves one empty; the
 // transit key defaults to the keyring's own key.
-var DefaultFieldKeys = FieldKeys{Deterministic: "pubcrypt-det", FPE: "pubcrypt-fpe"}
+var DefaultFieldKeys = FieldKeys{Deterministic: keyring.DefaultDeterministicKey, FPE: keyring.DefaultFPEKey}
 
 // ParseFieldPolicy parses the policy grammar of docs/FIELDS.md:
 // "name=transit,card_number=fpe(bin,luhn),items[].sku=envelope".

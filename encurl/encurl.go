@@ -250,7 +250,7 @@ func (p params) resolve(pick func(Config) keyring.Keyring) (Config, keyring.Keyr
 	}
 	key := p.values[paramKey]
 	if key == "" {
-		key = "pubcrypt"
+		key = keyring.DefaultKey
 	}
 	v, err := keyring.NewVault(keyring.VaultOptions{Key: key, Mount: p.values[paramMount]})
 	if err != nil {

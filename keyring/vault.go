@@ -19,6 +19,16 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
+// The transit key names pubcrypt uses when none is given: the key that wraps data keys
+// and encrypts transit fields, the derived convergent key of deterministic fields, and
+// the key from which format-preserving-encryption keys are derived. terraform/vault
+// creates them; the CLI, enc+ URLs and the demo default to them.
+const (
+	DefaultKey              = "pubcrypt"
+	DefaultDeterministicKey = "pubcrypt-det"
+	DefaultFPEKey           = "pubcrypt-fpe"
+)
+
 // VaultOptions configures NewVault.
 type VaultOptions struct {
 	// Mount is the path of the transit secrets engine; default "transit".

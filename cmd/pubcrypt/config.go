@@ -31,9 +31,9 @@ type vaultFlags struct {
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.mount, "vault-mount", "transit", "path of Vault's transit secrets engine")
-	fs.StringVar(&v.key, "vault-key", "pubcrypt", "transit key that wraps data keys and encrypts transit fields")
-	fs.StringVar(&v.detKey, "vault-det-key", "pubcrypt-det", "derived convergent transit key for deterministic fields")
-	fs.StringVar(&v.fpeKey, "vault-fpe-key", "pubcrypt-fpe", "transit key from which format-preserving-encryption keys are derived")
+	fs.StringVar(&v.key, "vault-key", keyring.DefaultKey, "transit key that wraps data keys and encrypts transit fields")
+	fs.StringVar(&v.detKey, "vault-det-key", keyring.DefaultDeterministicKey, "derived convergent transit key for deterministic fields")
+	fs.StringVar(&v.fpeKey, "vault-fpe-key", keyring.DefaultFPEKey, "transit key from which format-preserving-encryption keys are derived")
 	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault")
 }
 

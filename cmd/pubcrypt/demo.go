@@ -30,9 +30,9 @@ const (
 	topicPlain     = "purchases"
 	topicEncrypted = "purchases_encrypted"
 	topicLarge     = "purchases_large_encrypted"
-	demoKey        = "pubcrypt"
-	demoDetKey     = "pubcrypt-det"
-	demoFPEKey     = "pubcrypt-fpe"
+	demoKey        = keyring.DefaultKey
+	demoDetKey     = keyring.DefaultDeterministicKey
+	demoFPEKey     = keyring.DefaultFPEKey
 )
 
 // demo holds what the steps of the story share.

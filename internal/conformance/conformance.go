@@ -47,9 +47,9 @@ type Harness interface {
 
 // Keys the suite uses; StartVault creates them.
 const (
-	TransitKey       = "pubcrypt"
-	DeterministicKey = "pubcrypt-det"
-	FPEKey           = "pubcrypt-fpe"
+	TransitKey       = keyring.DefaultKey
+	DeterministicKey = keyring.DefaultDeterministicKey
+	FPEKey           = keyring.DefaultFPEKey
 )
 
 // DemoPolicy is the field policy of the demo, every Vault-backed mode.
