@@ -33,6 +33,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	vaultServer = srv
+	if err := srv.Setenv(); err != nil { // the Example functions read VAULT_ADDR and VAULT_TOKEN
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		_ = srv.Stop()
+		os.Exit(1)
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
 	err = srv.CreateFieldKeys(ctx, detKey, fpeKey)
 	cancel()

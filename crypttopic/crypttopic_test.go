@@ -36,7 +36,7 @@ var (
 const transitKey = "pubcrypt"
 
 // kafkaTopics are the topics of the package's broker, one per test.
-var kafkaTopics = []string{"poison-fields", "poison-body"}
+var kafkaTopics = []string{"poison-fields", "poison-body", "shipments"}
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -53,6 +53,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	vaultServer = srv
+	if err := srv.Setenv(); err != nil { // the Example functions read VAULT_ADDR and VAULT_TOKEN
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		_ = srv.Stop()
+		os.Exit(1)
+	}
 	kafka, err = devkafka.Start(devkafka.Options{Topics: kafkaTopics})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: cannot start the Kafka broker these tests need:", err)

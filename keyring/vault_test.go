@@ -31,6 +31,16 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	dev = s
+	// The Example functions configure their keyring as a program would: from VAULT_ADDR
+	// and VAULT_TOKEN, with the default key.
+	if err := s.CreateKey(context.Background(), DefaultKey); err == nil {
+		err = s.Setenv()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "keyring tests:", err)
+		s.Stop()
+		os.Exit(1)
+	}
 	code := m.Run()
 	s.Stop()
 	os.Exit(code)

@@ -497,6 +497,27 @@ func (s *Server) Env() []string {
 	return []string{"VAULT_ADDR=" + s.Addr, "VAULT_TOKEN=" + s.Token}
 }
 
+// Setenv points Vault's own environment variables at the server, as a program's would be:
+// VAULT_ADDR and VAULT_TOKEN are set and every other VAULT_* variable is removed (a
+// VAULT_NAMESPACE or VAULT_CACERT of the caller's shell would misdirect the client). For
+// a TestMain whose Example functions configure their keyring from the environment.
+func (s *Server) Setenv() error {
+	for _, kv := range os.Environ() {
+		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "VAULT_") {
+			if err := os.Unsetenv(name); err != nil {
+				return err
+			}
+		}
+	}
+	for _, kv := range s.Env() {
+		name, value, _ := strings.Cut(kv, "=")
+		if err := os.Setenv(name, value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // PID returns the process ID of the Vault server, 0 while it is stopped.
 func (s *Server) PID() int {
 	s.mu.Lock()

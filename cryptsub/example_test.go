@@ -1,4 +1,4 @@
-package examples_test
+package cryptsub_test
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"gocloud.dev/pubsub"
+	_ "gocloud.dev/pubsub/mempubsub" // mem://; a program links the driver of each broker it uses
 
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
@@ -17,11 +18,11 @@ import (
 
 // A message that cannot be decrypted is an error about that message only: the consumer
 // learns why, acks (or dead-letters) it, and receives the next one.
-func Example_undecryptable() {
+func ExampleDecryptError() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	keys, err := keyring.NewVault(keyring.VaultOptions{Key: "pubcrypt"})
+	keys, err := keyring.NewVault(keyring.VaultOptions{Key: keyring.DefaultKey})
 	if err != nil {
 		log.Fatal(err)
 	}

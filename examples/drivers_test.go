@@ -1,3 +1,0 @@
-package examples_test
-
-import _ "github.com/pubcrypt/pubcrypt/internal/broker/drivers" // the tests open mem://, Pub/Sub, SQS, NATS and RabbitMQ URLs
