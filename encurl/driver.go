@@ -29,6 +29,9 @@ const (
 	nextWait  = 5 * time.Millisecond
 	// closeTimeout bounds flushing the inner topic or subscription on Close.
 	closeTimeout = 30 * time.Second
+	// receiveBatch is the most messages the pump decrypts together, as the CLI's consume
+	// does by default.
+	receiveBatch = 100
 )
 
 // topic is a driver.Topic that encrypts with a crypttopic.Topic.
@@ -123,7 +126,7 @@ func SubscriptionCounts(s *pubsub.Subscription) (Counts, bool) {
 }
 
 // subscription is a driver.Subscription that decrypts with a cryptsub.Subscription. A
-// pump goroutine receives and decrypts one message at a time under the subscription's own
+// pump goroutine receives and decrypts a batch at a time under the subscription's own
 // context, so the short waits of ReceiveBatch never cancel a key-service call midway. Each
 // delivered inner message is kept until the portable type acks or nacks it.
 type subscription struct {
@@ -136,7 +139,7 @@ type subscription struct {
 	cancel  context.CancelFunc
 	start   sync.Once
 	stopped chan struct{}        // closed when the pump has returned
-	msgs    chan *pubsub.Message // unbuffered: the pump holds at most one message
+	msgs    chan *pubsub.Message // unbuffered: the pump holds at most one batch
 	failed  chan struct{}        // closed when err is set
 	err     error                // the inner subscription's permanent error
 
@@ -192,50 +195,74 @@ func (s *subscription) ReceiveBatch(ctx context.Context, maxMessages int) ([]*dr
 	return out, nil
 }
 
-// pump receives and decrypts until the subscription fails or is closed. What becomes of
-// a message that does not decrypt depends on whose fault it is: a fault of the message
-// is disposed of (dead-lettered or dropped), a fault of the environment never is.
+// pump receives and decrypts until the subscription fails or is closed, in batches of up
+// to receiveBatch messages (cryptsub.ReceiveBatch: the protected fields of a whole batch
+// cost one key-service call per key, not one per message). Messages are handed on in the
+// order they were received. What becomes of a message that does not decrypt depends on
+// whose fault it is: a fault of the message is disposed of (dead-lettered or dropped), a
+// fault of the environment never is.
 func (s *subscription) pump() {
 	defer close(s.stopped)
 	backoff := newBackoff()
 	for {
-		m, err := s.cs.Receive(s.ctx)
+		msgs, _, errs := s.cs.ReceiveBatch(s.ctx, receiveBatch)
 		if s.ctx.Err() != nil {
-			return // closing: a message taken is left unacked, for redelivery
+			handBack(msgs) // closing: left unacked, for redelivery
+			return
 		}
-		var de *cryptsub.DecryptError
-		switch {
-		case errors.As(err, &de) && de.Class() == fault.Environment:
-			if s.canNack && de.Message.Nackable() {
-				s.environmentFault(de, "message nacked for redelivery")
-				s.nacked.Add(1)
-				de.Message.Nack()
-				backoff.wait(s.ctx)
+		nacked := false
+		for i, m := range msgs {
+			var de *cryptsub.DecryptError
+			switch err := errs[i]; {
+			case errors.As(err, &de) && de.Class() == fault.Environment:
+				if s.canNack && de.Message.Nackable() {
+					s.environmentFault(de, "message nacked for redelivery")
+					s.nacked.Add(1)
+					de.Message.Nack()
+					nacked = true
+					continue
+				}
+				// The broker cannot redeliver it (Kafka): hold it and try again until the
+				// environment is mended, so it is neither dead-lettered nor lost; the
+				// messages behind it wait.
+				if m = s.retryDecrypt(de); m == nil {
+					if s.ctx.Err() != nil {
+						handBack(msgs[i+1:])
+						return
+					}
+					continue
+				}
+			case errors.As(err, &de):
+				s.undecryptable(de)
 				continue
+			case err != nil:
+				s.err = err
+				close(s.failed)
+				return
 			}
-			// The broker cannot redeliver it (Kafka): hold it and try again until the
-			// environment is mended, so it is neither dead-lettered nor lost.
-			if m = s.retryDecrypt(de); m == nil {
-				continue
+			s.recovered()
+			select {
+			case s.msgs <- m:
+			case <-s.ctx.Done():
+				handBack(msgs[i:])
+				return
 			}
-		case errors.As(err, &de):
-			s.undecryptable(de)
+		}
+		if nacked {
+			backoff.wait(s.ctx) // once per batch: the whole batch met the same outage
+		} else {
 			backoff.reset()
-			continue
-		case err != nil:
-			s.err = err
-			close(s.failed)
-			return
 		}
-		s.recovered()
-		backoff.reset()
-		select {
-		case s.msgs <- m:
-		case <-s.ctx.Done():
-			if m.Nackable() {
-				m.Nack() // hand it back now rather than at the ack deadline
-			}
-			return
+	}
+}
+
+// handBack gives messages the pump took but will not deliver back to the broker now
+// where it can take them (Nack) rather than at their ack deadline; the others stay
+// unacked, for redelivery to the next run.
+func handBack(msgs []*pubsub.Message) {
+	for _, m := range msgs {
+		if m != nil && m.Nackable() {
+			m.Nack()
 		}
 	}
 }
