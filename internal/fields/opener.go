@@ -11,6 +11,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -40,7 +41,7 @@ type received struct {
 // parseReceived reads the three reserved entries. Nothing is authenticated yet.
 func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	for k := range md {
-		if envelope.Reserved(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
+		if wire.Reserved(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
 			return nil, malformed("unknown reserved metadata key %.64q", k)
 		}
 	}
@@ -60,7 +61,7 @@ func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	if r.kid, r.seq0, err = parseHeader(r.header); err != nil {
 		return nil, err
 	}
-	if !envelope.ValidValue(r.dek) {
+	if !wire.ValidValue(r.dek) {
 		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", envelope.DEKKey, envelope.MaxValueLen)
 	}
 	if r.m, err = parseManifest(manifestText, rc); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // The pieces of the wire format (docs/FIELDS.md).
@@ -72,7 +73,7 @@ func parseHeader(h string) (keyID string, seq0 uint64, err error) {
 		return "", 0, malformed("header: want %q", headerPrefix)
 	}
 	keyID, text, ok := strings.Cut(rest, nonceField)
-	if !ok || !envelope.ValidKeyID(keyID) {
+	if !ok || !wire.ValidKeyID(keyID) {
 		return "", 0, malformed("header: kid must be 1-%d characters from [A-Za-z0-9._-]", maxKeyNameLen)
 	}
 	if len(text) != nonceTextLen {
@@ -188,13 +189,13 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 		copy(m.id[:], raw)
 	}
 	if v, ok := next("tk"); ok {
-		if !envelope.ValidKeyID(v) {
+		if !wire.ValidKeyID(v) {
 			return nil, badManifest("tk= is not a valid key name")
 		}
 		m.transit = v
 	}
 	if v, ok := next("dk"); ok {
-		if !envelope.ValidKeyID(v) {
+		if !wire.ValidKeyID(v) {
 			return nil, badManifest("dk= is not a valid key name")
 		}
 		m.det = v
@@ -202,7 +203,7 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 	if v, ok := next("fk"); ok {
 		name, ver, _ := strings.Cut(v, "@")
 		n, err := strconv.Atoi(ver)
-		if !envelope.ValidKeyID(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
+		if !wire.ValidKeyID(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
 			return nil, badManifest("fk= must be key@version")
 		}
 		m.fpe, m.fpeVersion = name, n

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // The pieces of the file format (docs/FILES.md).
@@ -127,7 +127,7 @@ func parseRef(v string) (ref chunkRef, idOK bool, err error) {
 		return ref, true, malformed("%s value: final flag must be 0 or 1", ChunkKey)
 	}
 	ref.kid, ok = strings.CutPrefix(rest[1:], kidField)
-	if !ok || !envelope.ValidKeyID(ref.kid) {
+	if !ok || !wire.ValidKeyID(ref.kid) {
 		return ref, true, malformed("%s value: want %q and 1-%d characters from [A-Za-z0-9._-] after the final flag", ChunkKey, kidField, maxKeyIDLen)
 	}
 	return ref, true, nil

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/pubcrypt/pubcrypt/fault"
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -1342,12 +1342,12 @@ func parseMessage(md map[string]string) (ref chunkRef, wrapped string, idOK bool
 		return ref, "", idOK, err
 	}
 	for k := range md {
-		if envelope.Reserved(k) && k != ChunkKey && k != DEKKey {
+		if wire.Reserved(k) && k != ChunkKey && k != DEKKey {
 			return ref, "", true, fmt.Errorf("%w %.64q", errReservedKey, k)
 		}
 	}
 	wrapped, ok = md[DEKKey]
-	if !ok || !envelope.ValidValue(wrapped) {
+	if !ok || !wire.ValidValue(wrapped) {
 		return ref, "", true, errDEK
 	}
 	return ref, wrapped, true, nil

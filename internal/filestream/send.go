@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -124,7 +124,7 @@ func checkSend(h *fileHeader, opts *SendOptions) error {
 	if n := dataChunks(h.size, h.chunkSize); n > MaxChunks {
 		return invalid("file of %d bytes would take %d chunks of %d bytes, more than %d", h.size, n, h.chunkSize, uint64(MaxChunks))
 	}
-	if k := opts.PartitionKey; k != "" && (envelope.Reserved(k) || len(k) > 64 || !envelope.ValidValue(k)) {
+	if k := opts.PartitionKey; k != "" && (wire.Reserved(k) || len(k) > 64 || !wire.ValidValue(k)) {
 		return invalid("partition key must be 1-64 bytes of printable ASCII not starting with %q", reservedPrefix)
 	}
 	return nil
@@ -160,10 +160,10 @@ func sendWith(ctx context.Context, dk *keyring.DataKey, id transferID, h fileHea
 	fail := func(index int64, err error) (Stats, error) {
 		return stats, &TransferError{ID: stats.TransferID, Name: h.name, Index: index, Err: err}
 	}
-	if !envelope.ValidKeyID(dk.KeyID) {
+	if !wire.ValidKeyID(dk.KeyID) {
 		return fail(-1, invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen))
 	}
-	if !envelope.ValidValue(dk.Wrapped) {
+	if !wire.ValidValue(dk.Wrapped) {
 		return fail(-1, invalid("wrapped data key must be 1-%d bytes of printable ASCII", maxValueLen))
 	}
 	aead, err := dk.AEAD()
