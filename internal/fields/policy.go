@@ -393,10 +393,10 @@ func checkRule(r Rule) error {
 		return nil
 	}
 	if !wire.ValidKeyID(r.Role) {
-		return fmt.Errorf("path %q: transform role must be 1-%d characters from [A-Za-z0-9._-]", r.Path, maxKeyNameLen)
+		return fmt.Errorf("path %q: transform role must be 1-%d characters from [A-Za-z0-9._-]", r.Path, wire.MaxKeyIDLen)
 	}
 	if r.Transformation != "" && !wire.ValidKeyID(r.Transformation) {
-		return fmt.Errorf("path %q: transformation must be 1-%d characters from [A-Za-z0-9._-]", r.Path, maxKeyNameLen)
+		return fmt.Errorf("path %q: transformation must be 1-%d characters from [A-Za-z0-9._-]", r.Path, wire.MaxKeyIDLen)
 	}
 	return nil
 }

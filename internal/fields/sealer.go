@@ -112,7 +112,7 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 			continue
 		}
 		if !wire.ValidKeyID(*key) {
-			return nil, fmt.Errorf("%w: rule %q: no valid %s key configured (1-%d characters from [A-Za-z0-9._-])", ErrPolicy, r.Path, r.Mode, maxKeyNameLen)
+			return nil, fmt.Errorf("%w: rule %q: no valid %s key configured (1-%d characters from [A-Za-z0-9._-])", ErrPolicy, r.Path, r.Mode, wire.MaxKeyIDLen)
 		}
 		if s.fk == nil {
 			return nil, fmt.Errorf("%w: rule %q: mode %s needs a FieldKeyring", ErrPolicy, r.Path, r.Mode)
@@ -420,16 +420,16 @@ func prepare(in *Input, c *compiled) (*sealPlan, error) {
 	for k, v := range in.Metadata {
 		switch {
 		case wire.Reserved(k):
-			return nil, fmt.Errorf("%w: metadata key %.64q is reserved (prefix %q)", envelope.ErrInvalidInput, k, reservedPrefix)
+			return nil, fmt.Errorf("%w: metadata key %.64q is reserved (prefix %q)", envelope.ErrInvalidInput, k, wire.ReservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, fmt.Errorf("%w: metadata key %.64q is not valid UTF-8", envelope.ErrInvalidInput, k)
 		case !utf8.ValidString(v):
 			return nil, fmt.Errorf("%w: value of metadata key %.64q is not valid UTF-8", envelope.ErrInvalidInput, k)
-		case !fitsU32(len(k)) || !fitsU32(len(v)):
+		case !wire.FitsU32(len(k)) || !wire.FitsU32(len(v)):
 			return nil, fmt.Errorf("%w: metadata entry %.64q longer than 2^32-1 bytes", envelope.ErrInvalidInput, k)
 		}
 	}
-	if !fitsU32(len(in.Body)) {
+	if !wire.FitsU32(len(in.Body)) {
 		return nil, fmt.Errorf("%w: body longer than 2^32-1 bytes", envelope.ErrInvalidInput)
 	}
 	if !json.Valid(in.Body) {
