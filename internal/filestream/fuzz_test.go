@@ -250,7 +250,7 @@ func FuzzSpool(f *testing.F) {
 	f.Add(spoolOf(f, kr, []msg{msgs[2], msgs[0]}), uint8(3))
 	f.Add(whole[:len(whole)-1], uint8(1))
 	f.Add(whole[:len(spoolMagic)+idSize+3], uint8(1))
-	f.Add(append(spoolOf(f, kr, nil), appendRecordHeader(nil, MaxChunks, true, tagSize)...), uint8(1))
+	f.Add(append(spoolOf(f, kr, nil), appendRecordHeader(nil, MaxChunks, true, wire.TagSize)...), uint8(1))
 	dir := fuzzDir(f)
 	ctx := context.Background()
 	name := spoolName(transferID{'f', 'u', 'z', 'z'})
