@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // BenchmarkSealOpen measures one send and one receive (Seal, then Parse and Open)
@@ -40,14 +42,14 @@ func BenchmarkSealOpen(b *testing.B) {
 				},
 				Sensitive: bc.sensitive,
 			}
-			nonce := nonceFor(1)
+			nonce := wire.Nonce(1)
 			rawAlloc := func() {
 				ct := aead.Seal(nil, nonce[:], in.Body, nil)
 				if _, err := aead.Open(nil, nonce[:], ct, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
-			ctBuf := make([]byte, 0, bc.size+tagSize)
+			ctBuf := make([]byte, 0, bc.size+wire.TagSize)
 			ptBuf := make([]byte, 0, bc.size)
 			rawReuse := func() {
 				ct := aead.Seal(ctBuf[:0], nonce[:], in.Body, nil)

@@ -30,6 +30,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 const (
@@ -40,7 +41,7 @@ const (
 	// Version is the format version this package reads and writes.
 	Version = 1
 	// MaxValueLen is the longest envelope entry value, in bytes.
-	MaxValueLen = 1024
+	MaxValueLen = wire.MaxValueLen
 )
 
 // Error kinds, matched with errors.Is. Errors wrap them with detail that names a field,
@@ -93,10 +94,10 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	if err := checkAEAD(in.AEAD); err != nil {
 		return nil, nil, err
 	}
-	if !ValidKeyID(in.KeyID) {
-		return nil, nil, notMessage(invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen))
+	if !wire.ValidKeyID(in.KeyID) {
+		return nil, nil, notMessage(invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", wire.MaxKeyIDLen))
 	}
-	if !ValidValue(in.Wrapped) {
+	if !wire.ValidValue(in.Wrapped) {
 		return nil, nil, notMessage(invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen))
 	}
 
@@ -104,13 +105,13 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	var hidden []string
 	for k, v := range in.Metadata {
 		switch {
-		case Reserved(k):
-			return nil, nil, invalid("metadata key %.64q is reserved (prefix %q)", k, reservedPrefix)
+		case wire.Reserved(k):
+			return nil, nil, invalid("metadata key %.64q is reserved (prefix %q)", k, wire.ReservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, nil, invalid("metadata key %.64q is not valid UTF-8", k)
 		case !utf8.ValidString(v):
 			return nil, nil, invalid("value of metadata key %.64q is not valid UTF-8", k)
-		case !fitsU32(len(k)) || !fitsU32(len(v)):
+		case !wire.FitsU32(len(k)) || !wire.FitsU32(len(v)):
 			return nil, nil, invalid("metadata entry %.64q longer than 2^32-1 bytes", k)
 		}
 		if slices.Contains(in.Sensitive, k) {
@@ -119,7 +120,7 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 			visible = append(visible, k)
 		}
 	}
-	if !fitsU32(len(visible)) {
+	if !wire.FitsU32(len(visible)) {
 		return nil, nil, invalid("more than 2^32-1 metadata entries")
 	}
 	slices.Sort(visible)
@@ -128,23 +129,23 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	if len(hidden) > 0 {
 		blockLen = blockSize(hidden, in.Metadata)
 	}
-	if ptLen := blockLen + uint64(len(in.Body)); ptLen > maxPlaintext || ptLen > math.MaxInt-tagSize {
+	if ptLen := blockLen + uint64(len(in.Body)); ptLen > maxPlaintext || ptLen > math.MaxInt-wire.TagSize {
 		return nil, nil, invalid("body and sensitive metadata longer than GCM's %d-byte limit", maxPlaintext)
 	}
 
-	nonceArr := nonceFor(in.Seq)
-	header := formatHeader(in.KeyID, nonceArr, len(hidden) > 0)
+	nonceArr := wire.Nonce(in.Seq)
+	header := wire.FormatHeader(in.KeyID, nonceArr, len(hidden) > 0)
 	// Nonce and associated data share one small allocation.
-	buf := make([]byte, 0, nonceSize+adSize(header, in.Wrapped, visible, in.Metadata))
+	buf := make([]byte, 0, wire.NonceSize+adSize(header, in.Wrapped, visible, in.Metadata))
 	nonce := append(buf, nonceArr[:]...)
-	ad := appendAD(nonce[nonceSize:], header, in.Wrapped, visible, in.Metadata)
+	ad := appendAD(nonce[wire.NonceSize:], header, in.Wrapped, visible, in.Metadata)
 
 	if len(hidden) == 0 {
-		body = in.AEAD.Seal(make([]byte, 0, len(in.Body)+tagSize), nonce, in.Body, ad)
+		body = in.AEAD.Seal(make([]byte, 0, len(in.Body)+wire.TagSize), nonce, in.Body, ad)
 	} else {
 		// plaintext = block || body, encrypted in place: the body is copied once.
 		n := int(blockLen) + len(in.Body)
-		pt := appendBlock(make([]byte, 0, n+tagSize), hidden, in.Metadata)
+		pt := appendBlock(make([]byte, 0, n+wire.TagSize), hidden, in.Metadata)
 		pt = append(pt, in.Body...)
 		body = in.AEAD.Seal(pt[:0], nonce, pt, ad)
 	}
@@ -172,7 +173,7 @@ type Envelope struct {
 	// metadata (m=1).
 	SensitiveMeta bool
 
-	nonce [nonceSize]byte // backs Nonce: one allocation per Parse
+	nonce [wire.NonceSize]byte // backs Nonce: one allocation per Parse
 }
 
 // Parse reads the envelope entries of received metadata. It returns ErrNoEnvelope if the
@@ -182,7 +183,7 @@ func Parse(md map[string]string) (*Envelope, error) {
 	header, hasHeader := md[HeaderKey]
 	wrapped, hasDEK := md[DEKKey]
 	for k := range md {
-		if Reserved(k) && k != HeaderKey && k != DEKKey {
+		if wire.Reserved(k) && k != HeaderKey && k != DEKKey {
 			return nil, malformed("unknown reserved metadata key %.64q", k)
 		}
 	}
@@ -198,7 +199,7 @@ func Parse(md map[string]string) (*Envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ValidValue(wrapped) {
+	if !wire.ValidValue(wrapped) {
 		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
 	}
 	e := &Envelope{
@@ -234,27 +235,27 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 	if keyID != e.KeyID || string(nonce[:]) != string(e.Nonce) || sensitive != e.SensitiveMeta {
 		return nil, nil, malformed("envelope fields disagree with its header")
 	}
-	if !ValidValue(e.Wrapped) {
+	if !wire.ValidValue(e.Wrapped) {
 		return nil, nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
 	}
-	if len(body) < tagSize {
-		return nil, nil, malformed("body shorter than the %d-byte tag", tagSize)
+	if len(body) < wire.TagSize {
+		return nil, nil, malformed("body shorter than the %d-byte tag", wire.TagSize)
 	}
-	if uint64(len(body)-tagSize) > maxPlaintext {
+	if uint64(len(body)-wire.TagSize) > maxPlaintext {
 		return nil, nil, malformed("body longer than GCM allows")
 	}
 
 	keys := clearKeys(md)
-	if !fitsU32(len(keys)) {
+	if !wire.FitsU32(len(keys)) {
 		return nil, nil, malformed("more than 2^32-1 metadata entries")
 	}
 	for _, k := range keys {
-		if !fitsU32(len(k)) || !fitsU32(len(md[k])) {
+		if !wire.FitsU32(len(k)) || !wire.FitsU32(len(md[k])) {
 			return nil, nil, malformed("metadata entry longer than 2^32-1 bytes")
 		}
 	}
 	ad := buildAD(e.Header, e.Wrapped, keys, md)
-	pt, err := aead.Open(make([]byte, 0, len(body)-tagSize), e.Nonce, body, ad)
+	pt, err := aead.Open(make([]byte, 0, len(body)-wire.TagSize), e.Nonce, body, ad)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (key %q)", ErrAuth, e.KeyID)
 	}
@@ -279,8 +280,8 @@ func checkAEAD(aead cipher.AEAD) error {
 	if aead == nil {
 		return notMessage(invalid("nil AEAD"))
 	}
-	if aead.NonceSize() != nonceSize || aead.Overhead() != tagSize {
-		return notMessage(invalid("AEAD must be AES-GCM with a %d-byte nonce and a %d-byte tag", nonceSize, tagSize))
+	if aead.NonceSize() != wire.NonceSize || aead.Overhead() != wire.TagSize {
+		return notMessage(invalid("AEAD must be AES-GCM with a %d-byte nonce and a %d-byte tag", wire.NonceSize, wire.TagSize))
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // sample is a valid message with clear and sensitive metadata.
@@ -75,7 +77,7 @@ func TestRoundTrip(t *testing.T) {
 			if !maps.Equal(tc.md, mdBefore) || !bytes.Equal(tc.body, bodyBefore) {
 				t.Fatal("Seal modified its input")
 			}
-			if len(body) != len(tc.body)+tagSize && len(tc.sensitive) == 0 {
+			if len(body) != len(tc.body)+wire.TagSize && len(tc.sensitive) == 0 {
 				t.Errorf("ciphertext is %d bytes for a %d-byte body", len(body), len(tc.body))
 			}
 			if cap(body) != len(body) {
@@ -140,7 +142,7 @@ func TestEnvelopeEntries(t *testing.T) {
 	s := newSample(t)
 	for _, k := range []string{HeaderKey, DEKKey} {
 		v := s.md[k]
-		if !ValidValue(v) {
+		if !wire.ValidValue(v) {
 			t.Errorf("%s = %q is not 1-%d bytes of printable ASCII", k, v, MaxValueLen)
 		}
 	}
@@ -409,7 +411,7 @@ func TestParse(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Parse = %v", err)
 				}
-				if env.Header != tc.md[HeaderKey] || env.Wrapped != tc.md[DEKKey] || len(env.Nonce) != nonceSize {
+				if env.Header != tc.md[HeaderKey] || env.Wrapped != tc.md[DEKKey] || len(env.Nonce) != wire.NonceSize {
 					t.Errorf("Parse = %+v", env)
 				}
 				return
@@ -438,7 +440,7 @@ func TestParseHeader(t *testing.T) {
 		if err != nil || kid != v.kid || nonce != v.nonce || sensitive != v.sensitive {
 			t.Errorf("parseHeader(%q) = %q %x %v %v", v.h, kid, nonce, sensitive, err)
 		}
-		if got := formatHeader(v.kid, v.nonce, v.sensitive); got != v.h {
+		if got := wire.FormatHeader(v.kid, v.nonce, v.sensitive); got != v.h {
 			t.Errorf("formatHeader = %q, want %q", got, v.h)
 		}
 	}

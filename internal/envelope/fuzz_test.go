@@ -6,6 +6,8 @@ import (
 	"maps"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // The fuzz targets of the v1 envelope. scripts/fuzz runs each for a set time; plain
@@ -37,16 +39,16 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if got := formatHeader(env.KeyID, [12]byte(env.Nonce), env.SensitiveMeta); got != env.Header || got != md[HeaderKey] {
+		if got := wire.FormatHeader(env.KeyID, [12]byte(env.Nonce), env.SensitiveMeta); got != env.Header || got != md[HeaderKey] {
 			t.Fatalf("accepted non-canonical header %q (canonical %q)", md[HeaderKey], got)
 		}
-		if !ValidKeyID(env.KeyID) || len(env.Header) > MaxValueLen {
+		if !wire.ValidKeyID(env.KeyID) || len(env.Header) > MaxValueLen {
 			t.Fatalf("accepted header %q with key ID %q", env.Header, env.KeyID)
 		}
-		if !ValidValue(env.Wrapped) || env.Wrapped != md[DEKKey] {
+		if !wire.ValidValue(env.Wrapped) || env.Wrapped != md[DEKKey] {
 			t.Fatalf("accepted wrapped key %q", env.Wrapped)
 		}
-		if Reserved(k) && k != HeaderKey && k != DEKKey {
+		if wire.Reserved(k) && k != HeaderKey && k != DEKKey {
 			t.Fatalf("accepted the unknown reserved key %q", k)
 		}
 	})
@@ -119,8 +121,8 @@ func FuzzOpenBlock(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff}, "", "")
 	aead := newAEAD(s.key)
 	const seq, kid, wrapped = 7, "k", "w"
-	nonce := nonceFor(seq)
-	header := formatHeader(kid, nonce, true)
+	nonce := wire.Nonce(seq)
+	header := wire.FormatHeader(kid, nonce, true)
 	f.Fuzz(func(t *testing.T, pt []byte, k, v string) {
 		if len(pt) > maxFuzzBody || !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return // Seal refuses non-UTF-8 clear metadata, so the property needs UTF-8

@@ -14,6 +14,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 var update = flag.Bool("update", false, "regenerate "+vectorsPath)
@@ -177,7 +179,7 @@ func checkPositive(t *testing.T, v positiveVector) {
 	}
 
 	// Intermediate values, recomputed from the spec's definitions.
-	nonce := nonceFor(v.Seq)
+	nonce := wire.Nonce(v.Seq)
 	if got := hex.EncodeToString(nonce[:]); got != v.Nonce {
 		t.Errorf("nonce: got %s, want %s", got, v.Nonce)
 	}
@@ -318,7 +320,7 @@ func positiveCases() []positiveCase {
 			wrapped: vaultWrapped, seq: 1<<64 - 1, body: []byte("seq 2^64-1"),
 		},
 		{
-			name: "longest key ID and wrapped key", key: testKey("limits"), keyID: strings.Repeat("k", maxKeyIDLen),
+			name: "longest key ID and wrapped key", key: testKey("limits"), keyID: strings.Repeat("k", wire.MaxKeyIDLen),
 			wrapped: "vault:v9:" + strings.Repeat("A", MaxValueLen-len("vault:v9:")), seq: 1 << 40,
 			body:      []byte("limits"),
 			metadata:  map[string]string{"a": "1", "secret": "2"},
@@ -378,7 +380,7 @@ func sealVector(t *testing.T, c positiveCase) positiveVector {
 	if err != nil {
 		t.Fatalf("vector %q: %v", c.name, err)
 	}
-	nonce := nonceFor(c.seq)
+	nonce := wire.Nonce(c.seq)
 	ad := buildAD(md[HeaderKey], c.wrapped, clearKeys(md), md)
 	pt, err := newAEAD(c.key).Open(nil, nonce[:], body, ad)
 	if err != nil {
@@ -417,7 +419,7 @@ func sealRaw(key []byte, header, wrapped string, pt []byte, md map[string]string
 func block(entries ...string) []byte {
 	b := binary.BigEndian.AppendUint32(nil, uint32(len(entries)/2))
 	for _, s := range entries {
-		b = appendString(b, s)
+		b = wire.AppendString(b, s)
 	}
 	return b
 }
@@ -435,7 +437,7 @@ func negativeCases(t *testing.T) []negativeCase {
 		t.Fatal(err)
 	}
 	header := md[HeaderKey] // v1;alg=A256GCM;kid=orders;n=AAAAAAAAAAAAAABN;m=1
-	nonceText := header[strings.Index(header, ";n=")+3:][:nonceTextLen]
+	nonceText := header[strings.Index(header, ";n=")+3:][:16]
 
 	withHeader := func(h string) func([]byte, map[string]string) ([]byte, map[string]string) {
 		return func(b []byte, md map[string]string) ([]byte, map[string]string) {
@@ -482,24 +484,24 @@ func negativeCases(t *testing.T) []negativeCase {
 	}
 	// Authentic messages (right key, nonce and associated data) whose sensitive block is
 	// malformed.
-	sensitiveHeader := formatHeader(kid, nonceFor(79), true)
+	sensitiveHeader := wire.FormatHeader(kid, wire.Nonce(79), true)
 	badBlock := func(name string, pt []byte) negativeCase {
 		b, m := sealRaw(key, sensitiveHeader, wrapped, pt, map[string]string{"content-type": "text/plain"})
 		return negativeCase{name: "authentic but malformed sensitive block: " + name, key: key, body: b, md: m, kind: kindMalformed}
 	}
-	longKID := strings.Repeat("k", maxKeyIDLen+1)
+	longKID := strings.Repeat("k", wire.MaxKeyIDLen+1)
 
 	return []negativeCase{
 		{name: "no envelope: plain message", key: key, body: []byte("plain"), md: map[string]string{"content-type": "text/plain"}, kind: kindNoEnvelope},
 		{name: "no envelope: no metadata at all", key: key, body: []byte("plain"), md: nil, kind: kindNoEnvelope},
 		{name: "wrong key", key: testKey("other"), body: body, md: md, kind: kindAuth},
 		base("flipped first body byte", kindAuth, withBody(flip(0))),
-		base("flipped last ciphertext byte before the tag", kindAuth, withBody(flip(-tagSize-1))),
-		base("flipped first tag byte", kindAuth, withBody(flip(-tagSize))),
+		base("flipped last ciphertext byte before the tag", kindAuth, withBody(flip(-wire.TagSize-1))),
+		base("flipped first tag byte", kindAuth, withBody(flip(-wire.TagSize))),
 		base("flipped last tag byte", kindAuth, withBody(flip(-1))),
 		base("body truncated by one byte", kindAuth, withBody(func(b []byte) []byte { return b[:len(b)-1] })),
 		base("body extended by one byte", kindAuth, withBody(func(b []byte) []byte { return append(b, 0) })),
-		base("body shorter than the tag", kindMalformed, withBody(func(b []byte) []byte { return b[:tagSize-1] })),
+		base("body shorter than the tag", kindMalformed, withBody(func(b []byte) []byte { return b[:wire.TagSize-1] })),
 		base("empty body", kindMalformed, withBody(func(b []byte) []byte { return b[:0] })),
 		base("header: kid changed", kindAuth, withHeader(strings.Replace(header, "kid=orders", "kid=orderz", 1))),
 		base("header: nonce changed", kindAuth, withHeader(strings.Replace(header, nonceText, "AAAAAAAAAAAAAABO", 1))),
@@ -555,7 +557,7 @@ func negativeCases(t *testing.T) []negativeCase {
 		base("dek: non-ASCII", kindMalformed, withEntry(DEKKey, wrapped+"é")),
 		badBlock("count 0", append(block(), "body"...)),
 		badBlock("empty plaintext", []byte{}),
-		badBlock("count larger than the entries", append(binary.BigEndian.AppendUint32(nil, 2), appendString(appendString(nil, "a"), "b")...)),
+		badBlock("count larger than the entries", append(binary.BigEndian.AppendUint32(nil, 2), wire.AppendString(wire.AppendString(nil, "a"), "b")...)),
 		badBlock("key length past the end", append(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 1), 100), "abcdefgh"...)),
 		badBlock("keys out of order", block("b", "1", "a", "2")),
 		badBlock("duplicate key", block("a", "1", "a", "2")),

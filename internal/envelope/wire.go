@@ -1,138 +1,30 @@
 package envelope
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"slices"
-	"strings"
 	"unicode/utf8"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
-// The pieces of the v1 wire format (docs/FORMAT.md, "Header", "Associated data",
-// "Sensitive metadata block").
+// The pieces of the v1 wire format that are the envelope's own (docs/FORMAT.md,
+// "Associated data", "Sensitive metadata block"); the header, the nonce, the key and
+// value rules and the length prefix are in package wire, shared with the field and file
+// formats.
 const (
-	reservedPrefix = "pubcrypt"
-	adLabel        = "pubcrypt/v1\x00"
-
-	headerVersion = "v1"
-	headerPrefix  = "v1;alg=A256GCM;kid="
-	nonceField    = ";n="
-	sensitiveFlag = ";m=1"
-
-	nonceSize    = 12
-	nonceTextLen = 16 // base64url of 12 bytes, no padding
-	tagSize      = 16
-	maxKeyIDLen  = 128
+	adLabel = "pubcrypt/v1\x00"
 
 	// maxPlaintext is GCM's limit for one message (NIST SP 800-38D): 2^39-256 bits.
 	maxPlaintext uint64 = 1<<36 - 32
 )
 
-// Reserved reports whether a metadata key is in the namespace pubcrypt's formats keep for
-// themselves (every key starting with "pubcrypt"); the field and file formats share it.
-func Reserved(key string) bool { return strings.HasPrefix(key, reservedPrefix) }
-
-// ValidKeyID reports whether id may name a key in an envelope entry: 1 to 128 characters
-// from [A-Za-z0-9._-]. The field and file formats use the same rule.
-func ValidKeyID(id string) bool {
-	if len(id) == 0 || len(id) > maxKeyIDLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			c == '.', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// ValidValue reports whether v fits an envelope entry on every broker pubcrypt targets:
-// 1 to MaxValueLen bytes of printable ASCII.
-func ValidValue(v string) bool {
-	if len(v) == 0 || len(v) > MaxValueLen {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] < 0x20 || v[i] > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// fitsU32 reports whether n can be written as a u32be length or count.
-func fitsU32(n int) bool { return uint64(n) <= math.MaxUint32 }
-
-// nonceFor is the 12-byte nonce of sequence number seq: four zero bytes, then seq as a
-// big-endian uint64.
-func nonceFor(seq uint64) [nonceSize]byte {
-	var n [nonceSize]byte
-	binary.BigEndian.PutUint64(n[4:], seq)
-	return n
-}
-
-// formatHeader builds the value of the "pubcrypt" entry. keyID must be valid.
-func formatHeader(keyID string, nonce [nonceSize]byte, sensitive bool) string {
-	var text [nonceTextLen]byte
-	base64.RawURLEncoding.Encode(text[:], nonce[:])
-	m := ""
-	if sensitive {
-		m = sensitiveFlag
-	}
-	return headerPrefix + keyID + nonceField + string(text[:]) + m
-}
-
-// parseHeader reads a "pubcrypt" entry. It accepts exactly the strings formatHeader
-// produces: fixed field order, no unknown or repeated fields, no whitespace.
-func parseHeader(h string) (keyID string, nonce [nonceSize]byte, sensitive bool, err error) {
-	if len(h) > MaxValueLen {
-		return "", nonce, false, malformed("header longer than %d bytes", MaxValueLen)
-	}
-	if v, _, _ := strings.Cut(h, ";"); v != headerVersion {
-		return "", nonce, false, malformed("header: unsupported version (want %q)", headerVersion)
-	}
-	rest, ok := strings.CutPrefix(h, headerPrefix)
-	if !ok {
-		return "", nonce, false, malformed("header: want %q after the version", headerPrefix[len(headerVersion):])
-	}
-	end := strings.IndexByte(rest, ';')
-	if end < 0 {
-		return "", nonce, false, malformed("header: missing nonce field")
-	}
-	keyID, rest = rest[:end], rest[end:]
-	if !ValidKeyID(keyID) {
-		return "", nonce, false, malformed("header: kid must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen)
-	}
-	rest, ok = strings.CutPrefix(rest, nonceField)
-	if !ok {
-		return "", nonce, false, malformed("header: want %q after kid", nonceField)
-	}
-	if len(rest) < nonceTextLen {
-		return "", nonce, false, malformed("header: nonce must be %d base64url characters", nonceTextLen)
-	}
-	text, rest := rest[:nonceTextLen], rest[nonceTextLen:]
-	for i := 0; i < len(text); i++ {
-		c := text[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return "", nonce, false, malformed("header: nonce must be %d base64url characters", nonceTextLen)
-		}
-	}
-	// Sixteen characters carry exactly 96 bits: every such string is canonical.
-	if n, err := base64.RawURLEncoding.Decode(nonce[:], []byte(text)); err != nil || n != nonceSize {
-		return "", nonce, false, malformed("header: nonce must be %d base64url characters", nonceTextLen)
-	}
-	switch rest {
-	case "":
-	case sensitiveFlag:
-		sensitive = true
-	default:
-		return "", nonce, false, malformed("header: unexpected text after the nonce (only %q may follow)", sensitiveFlag)
+// parseHeader reads a "pubcrypt" entry (wire.ParseHeader); its errors wrap ErrMalformed.
+func parseHeader(h string) (keyID string, nonce [wire.NonceSize]byte, sensitive bool, err error) {
+	keyID, nonce, sensitive, err = wire.ParseHeader(h)
+	if err != nil {
+		return "", nonce, false, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return keyID, nonce, sensitive, nil
 }
@@ -153,19 +45,14 @@ func adSize(header, wrapped string, keys []string, md map[string]string) int {
 
 func appendAD(ad []byte, header, wrapped string, keys []string, md map[string]string) []byte {
 	ad = append(ad, adLabel...)
-	ad = appendString(ad, header)
-	ad = appendString(ad, wrapped)
+	ad = wire.AppendString(ad, header)
+	ad = wire.AppendString(ad, wrapped)
 	ad = binary.BigEndian.AppendUint32(ad, uint32(len(keys)))
 	for _, k := range keys {
-		ad = appendString(ad, k)
-		ad = appendString(ad, md[k])
+		ad = wire.AppendString(ad, k)
+		ad = wire.AppendString(ad, md[k])
 	}
 	return ad
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
 }
 
 // clearKeys returns the keys of md that the associated data covers (all but the two
@@ -195,8 +82,8 @@ func blockSize(keys []string, md map[string]string) uint64 {
 func appendBlock(b []byte, keys []string, md map[string]string) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(keys)))
 	for _, k := range keys {
-		b = appendString(b, k)
-		b = appendString(b, md[k])
+		b = wire.AppendString(b, k)
+		b = wire.AppendString(b, md[k])
 	}
 	return b
 }
@@ -219,12 +106,12 @@ func parseBlock(pt []byte, out map[string]string) (int, error) {
 	}
 	prev := ""
 	for i := uint64(0); i < count; i++ {
-		k, n, ok := readString(pt[off:])
+		k, n, ok := wire.ReadString(pt[off:])
 		if !ok {
 			return 0, malformed("sensitive block: entry %d: truncated key", i)
 		}
 		off += n
-		v, n, ok := readString(pt[off:])
+		v, n, ok := wire.ReadString(pt[off:])
 		if !ok {
 			return 0, malformed("sensitive block: entry %d: truncated value", i)
 		}
@@ -234,7 +121,7 @@ func parseBlock(pt []byte, out map[string]string) (int, error) {
 			return 0, malformed("sensitive block: entry %d: keys not in strictly ascending order", i)
 		case !utf8.ValidString(k) || !utf8.ValidString(v):
 			return 0, malformed("sensitive block: entry %d: not valid UTF-8", i)
-		case Reserved(k):
+		case wire.Reserved(k):
 			return 0, malformed("sensitive block: entry %d: reserved key", i)
 		}
 		if _, dup := out[k]; dup {
@@ -244,18 +131,6 @@ func parseBlock(pt []byte, out map[string]string) (int, error) {
 		prev = k
 	}
 	return off, nil
-}
-
-// readString reads u32be(len) then len bytes.
-func readString(b []byte) (s string, n int, ok bool) {
-	if len(b) < 4 {
-		return "", 0, false
-	}
-	l := uint64(binary.BigEndian.Uint32(b))
-	if l > uint64(len(b)-4) {
-		return "", 0, false
-	}
-	return string(b[4 : 4+int(l)]), 4 + int(l), true
 }
 
 func malformed(format string, args ...any) error {

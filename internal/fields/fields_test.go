@@ -16,6 +16,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fpe"
 	"github.com/pubcrypt/pubcrypt/internal/purchase"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -89,7 +90,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("metadata = %v", out.Metadata)
 	}
 	for k, v := range out.Metadata {
-		if strings.HasPrefix(k, "pubcrypt") && (!envelope.ValidValue(v) || len(v) > MaxManifestLen) {
+		if strings.HasPrefix(k, "pubcrypt") && (!wire.ValidValue(v) || len(v) > MaxManifestLen) {
 			t.Errorf("%s = %q is not a valid envelope value", k, v)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -40,7 +41,7 @@ type received struct {
 // parseReceived reads the three reserved entries. Nothing is authenticated yet.
 func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	for k := range md {
-		if envelope.Reserved(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
+		if wire.Reserved(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
 			return nil, malformed("unknown reserved metadata key %.64q", k)
 		}
 	}
@@ -60,8 +61,8 @@ func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	if r.kid, r.seq0, err = parseHeader(r.header); err != nil {
 		return nil, err
 	}
-	if !envelope.ValidValue(r.dek) {
-		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", envelope.DEKKey, envelope.MaxValueLen)
+	if !wire.ValidValue(r.dek) {
+		return nil, malformed("%q value must be 1-%d bytes of printable ASCII", envelope.DEKKey, wire.MaxValueLen)
 	}
 	if r.m, err = parseManifest(manifestText, rc); err != nil {
 		return nil, err
@@ -265,11 +266,11 @@ func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string,
 	fail := func(err error) (*openPlan, error) { return nil, p.fail(err) }
 	keys := clearKeys(md)
 	p.keys = keys
-	if !fitsU32(len(body)) || !fitsU32(len(keys)) {
+	if !wire.FitsU32(len(body)) || !wire.FitsU32(len(keys)) {
 		return fail(malformed("body or metadata too large"))
 	}
 	for _, k := range keys {
-		if !fitsU32(len(k)) || !fitsU32(len(md[k])) {
+		if !wire.FitsU32(len(k)) || !wire.FitsU32(len(md[k])) {
 			return fail(malformed("metadata entry longer than 2^32-1 bytes"))
 		}
 	}
@@ -334,7 +335,7 @@ func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string,
 			}
 			text, ok := strings.CutPrefix(s, envPrefix)
 			ct, err := b64.DecodeString(text)
-			if !ok || err != nil || len(ct) < tagSize {
+			if !ok || err != nil || len(ct) < wire.TagSize {
 				return fail(malformed("field %q: not a %s envelope ciphertext", mt.path, envPrefix))
 			}
 			pt, err := aead.Open(ct[:0], nonceFor(r.seq0+env), ct, fieldAD(r.m.id[:], mt.path))

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // Mode is how one field is protected.
@@ -392,11 +392,11 @@ func checkRule(r Rule) error {
 		}
 		return nil
 	}
-	if !envelope.ValidKeyID(r.Role) {
-		return fmt.Errorf("path %q: transform role must be 1-%d characters from [A-Za-z0-9._-]", r.Path, maxKeyNameLen)
+	if !wire.ValidKeyID(r.Role) {
+		return fmt.Errorf("path %q: transform role must be 1-%d characters from [A-Za-z0-9._-]", r.Path, wire.MaxKeyIDLen)
 	}
-	if r.Transformation != "" && !envelope.ValidKeyID(r.Transformation) {
-		return fmt.Errorf("path %q: transformation must be 1-%d characters from [A-Za-z0-9._-]", r.Path, maxKeyNameLen)
+	if r.Transformation != "" && !wire.ValidKeyID(r.Transformation) {
+		return fmt.Errorf("path %q: transformation must be 1-%d characters from [A-Za-z0-9._-]", r.Path, wire.MaxKeyIDLen)
 	}
 	return nil
 }

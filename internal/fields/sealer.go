@@ -16,6 +16,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fpe"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -110,8 +111,8 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 		default:
 			continue
 		}
-		if !envelope.ValidKeyID(*key) {
-			return nil, fmt.Errorf("%w: rule %q: no valid %s key configured (1-%d characters from [A-Za-z0-9._-])", ErrPolicy, r.Path, r.Mode, maxKeyNameLen)
+		if !wire.ValidKeyID(*key) {
+			return nil, fmt.Errorf("%w: rule %q: no valid %s key configured (1-%d characters from [A-Za-z0-9._-])", ErrPolicy, r.Path, r.Mode, wire.MaxKeyIDLen)
 		}
 		if s.fk == nil {
 			return nil, fmt.Errorf("%w: rule %q: mode %s needs a FieldKeyring", ErrPolicy, r.Path, r.Mode)
@@ -362,7 +363,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 			if err != nil {
 				return fmt.Errorf("data key: %w", err)
 			}
-			if !envelope.ValidKeyID(key.KeyID) || !envelope.ValidValue(key.Wrapped) {
+			if !wire.ValidKeyID(key.KeyID) || !wire.ValidValue(key.Wrapped) {
 				// The keyring's fault, not the message's.
 				return fault.Mark(fmt.Errorf("%w: data key ID or wrapped key does not fit the envelope", envelope.ErrInvalidInput), fault.Environment)
 			}
@@ -418,17 +419,17 @@ func samePolicy(a, b Policy) bool {
 func prepare(in *Input, c *compiled) (*sealPlan, error) {
 	for k, v := range in.Metadata {
 		switch {
-		case envelope.Reserved(k):
-			return nil, fmt.Errorf("%w: metadata key %.64q is reserved (prefix %q)", envelope.ErrInvalidInput, k, reservedPrefix)
+		case wire.Reserved(k):
+			return nil, fmt.Errorf("%w: metadata key %.64q is reserved (prefix %q)", envelope.ErrInvalidInput, k, wire.ReservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, fmt.Errorf("%w: metadata key %.64q is not valid UTF-8", envelope.ErrInvalidInput, k)
 		case !utf8.ValidString(v):
 			return nil, fmt.Errorf("%w: value of metadata key %.64q is not valid UTF-8", envelope.ErrInvalidInput, k)
-		case !fitsU32(len(k)) || !fitsU32(len(v)):
+		case !wire.FitsU32(len(k)) || !wire.FitsU32(len(v)):
 			return nil, fmt.Errorf("%w: metadata entry %.64q longer than 2^32-1 bytes", envelope.ErrInvalidInput, k)
 		}
 	}
-	if !fitsU32(len(in.Body)) {
+	if !wire.FitsU32(len(in.Body)) {
 		return nil, fmt.Errorf("%w: body longer than 2^32-1 bytes", envelope.ErrInvalidInput)
 	}
 	if !json.Valid(in.Body) {

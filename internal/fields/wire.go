@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // The pieces of the wire format (docs/FIELDS.md).
@@ -18,7 +19,7 @@ const (
 	// ManifestKey is the metadata key of the field manifest.
 	ManifestKey = "pubcrypt-fields"
 	// MaxManifestLen is the longest manifest, in bytes: the limit of every envelope entry.
-	MaxManifestLen = envelope.MaxValueLen
+	MaxManifestLen = wire.MaxValueLen
 
 	macLabel   = "pubcrypt-fields/v1\x00"
 	fieldLabel = "pubcrypt-field/v1\x00"
@@ -28,64 +29,37 @@ const (
 	manifestVersion = "v1"
 	tagField        = ";t="
 
-	idSize        = 16
-	nonceSize     = 12
-	tagSize       = 16
-	tagTextLen    = 22 // base64url of tagSize bytes
-	maxKeyNameLen = 128
-
-	// The envelope header of FORMAT.md section 4, without the m flag: a field-protected
-	// message carries no sensitive metadata block.
-	headerPrefix = "v1;alg=A256GCM;kid="
-	nonceField   = ";n="
-	nonceTextLen = 16
-
-	reservedPrefix = "pubcrypt"
+	idSize     = 16
+	tagTextLen = 22 // base64url of wire.TagSize bytes
 )
 
 var b64 = base64.RawURLEncoding.Strict()
 
 // nonceFor is the GCM nonce of sequence number seq, as FORMAT.md section 6.
 func nonceFor(seq uint64) []byte {
-	n := make([]byte, nonceSize)
-	binary.BigEndian.PutUint64(n[4:], seq)
-	return n
+	n := wire.Nonce(seq)
+	return n[:]
 }
 
 // formatHeader builds the "pubcrypt" entry for data key keyID and first sequence number
-// seq0.
-// TODO(lead): use envelope.FormatHeader once envelope exports it.
+// seq0: the envelope header of FORMAT.md section 4, without the m flag.
 func formatHeader(keyID string, seq0 uint64) string {
-	return headerPrefix + keyID + nonceField + b64.EncodeToString(nonceFor(seq0))
+	return wire.FormatHeader(keyID, wire.Nonce(seq0), false)
 }
 
 // parseHeader reads a "pubcrypt" entry of a field-protected message and returns the key
-// ID and the first sequence number. It accepts exactly what formatHeader writes.
-// TODO(lead): use envelope.ParseHeader once envelope exports it; the m=1 and nonce
-// checks below stay here.
+// ID and the first sequence number. It accepts exactly what formatHeader writes: the
+// envelope header (wire.ParseHeader), and of those only the ones without m=1 (a
+// field-protected message carries no sensitive metadata block) whose nonce is a
+// sequence number.
 func parseHeader(h string) (keyID string, seq0 uint64, err error) {
-	if v, _, _ := strings.Cut(h, ";"); v != "v1" {
-		return "", 0, malformed("header: unsupported version")
-	}
-	rest, ok := strings.CutPrefix(h, headerPrefix)
-	if !ok {
-		return "", 0, malformed("header: want %q", headerPrefix)
-	}
-	keyID, text, ok := strings.Cut(rest, nonceField)
-	if !ok || !envelope.ValidKeyID(keyID) {
-		return "", 0, malformed("header: kid must be 1-%d characters from [A-Za-z0-9._-]", maxKeyNameLen)
-	}
-	if len(text) != nonceTextLen {
-		if strings.HasSuffix(text, ";m=1") {
-			return "", 0, malformed("header: a field-protected message has no sensitive metadata block (m=1)")
-		}
-		return "", 0, malformed("header: nonce must be %d base64url characters and end the header", nonceTextLen)
-	}
-	nonce, err := b64.DecodeString(text)
-	if err != nil || len(nonce) != nonceSize {
-		return "", 0, malformed("header: nonce must be %d base64url characters", nonceTextLen)
-	}
-	if binary.BigEndian.Uint32(nonce) != 0 {
+	keyID, nonce, sensitive, err := wire.ParseHeader(h)
+	switch {
+	case err != nil:
+		return "", 0, fmt.Errorf("%w: %w", envelope.ErrMalformed, err)
+	case sensitive:
+		return "", 0, malformed("header: a field-protected message has no sensitive metadata block (m=1)")
+	case binary.BigEndian.Uint32(nonce[:4]) != 0:
 		return "", 0, malformed("header: nonce must start with 4 zero bytes")
 	}
 	return keyID, binary.BigEndian.Uint64(nonce[4:]), nil
@@ -101,7 +75,7 @@ type manifest struct {
 	rules      Policy    // the rules that matched, in policy order
 	c          *compiled // rules, compiled (received manifests only)
 	unsigned   string    // the manifest up to ";t=": what the MAC covers
-	tag        [tagSize]byte
+	tag        [wire.TagSize]byte
 }
 
 // setKeys names the keys of the modes the rules use, and only those.
@@ -163,14 +137,11 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 		return nil, badManifest("missing t= field")
 	}
 	m := &manifest{unsigned: s[:i]}
-	// Exactly tagTextLen characters: the decoder skips '\r' and '\n', and the MAC does not
-	// cover the tag's own text, so a newline put into it would be a change that opens.
-	if text := s[i+len(tagField):]; len(text) != tagTextLen {
-		return nil, badManifest("t= must be %d bytes in base64url", tagSize)
-	} else if tag, err := b64.DecodeString(text); err != nil || len(tag) != tagSize {
-		return nil, badManifest("t= must be %d bytes in base64url", tagSize)
-	} else {
-		copy(m.tag[:], tag)
+	// Exactly tagTextLen characters of the alphabet (DecodeFixed): the decoder skips '\r'
+	// and '\n', and the MAC does not cover the tag's own text, so a newline put into it
+	// would be a change that opens.
+	if !wire.DecodeFixed(m.tag[:], s[i+len(tagField):]) {
+		return nil, badManifest("t= must be %d bytes in base64url", wire.TagSize)
 	}
 	fields := strings.Split(m.unsigned, ";")[1:]
 	next := func(name string) (string, bool) {
@@ -181,20 +152,17 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 		}
 		return "", false
 	}
-	id, ok := next("id")
-	if raw, err := b64.DecodeString(id); !ok || err != nil || len(raw) != idSize {
+	if id, ok := next("id"); !ok || !wire.DecodeFixed(m.id[:], id) {
 		return nil, badManifest("id= must be %d bytes in base64url", idSize)
-	} else {
-		copy(m.id[:], raw)
 	}
 	if v, ok := next("tk"); ok {
-		if !envelope.ValidKeyID(v) {
+		if !wire.ValidKeyID(v) {
 			return nil, badManifest("tk= is not a valid key name")
 		}
 		m.transit = v
 	}
 	if v, ok := next("dk"); ok {
-		if !envelope.ValidKeyID(v) {
+		if !wire.ValidKeyID(v) {
 			return nil, badManifest("dk= is not a valid key name")
 		}
 		m.det = v
@@ -202,7 +170,7 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 	if v, ok := next("fk"); ok {
 		name, ver, _ := strings.Cut(v, "@")
 		n, err := strconv.Atoi(ver)
-		if !envelope.ValidKeyID(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
+		if !wire.ValidKeyID(name) || err != nil || n <= 0 || n > math.MaxInt32 || strconv.Itoa(n) != ver {
 			return nil, badManifest("fk= must be key@version")
 		}
 		m.fpe, m.fpeVersion = name, n
@@ -328,12 +296,6 @@ func parseRuleCode(text string) (Rule, error) {
 	return r, nil
 }
 
-// appendLP appends u32be(len(s)) || s.
-func appendLP[S ~string | ~[]byte](b []byte, s S) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
-}
-
 // macAD builds the associated data of the message MAC: the label, the envelope header,
 // the wrapped data key, the manifest without its tag, the clear metadata (sorted keys)
 // and the body, each length-prefixed. keys are the clear metadata keys, sorted.
@@ -344,15 +306,15 @@ func macAD(header, dek, unsigned string, keys []string, md map[string]string, bo
 	}
 	ad := make([]byte, 0, size)
 	ad = append(ad, macLabel...)
-	ad = appendLP(ad, header)
-	ad = appendLP(ad, dek)
-	ad = appendLP(ad, unsigned)
+	ad = wire.AppendString(ad, header)
+	ad = wire.AppendString(ad, dek)
+	ad = wire.AppendString(ad, unsigned)
 	ad = binary.BigEndian.AppendUint32(ad, uint32(len(keys)))
 	for _, k := range keys {
-		ad = appendLP(ad, k)
-		ad = appendLP(ad, md[k])
+		ad = wire.AppendString(ad, k)
+		ad = wire.AppendString(ad, md[k])
 	}
-	return appendLP(ad, body)
+	return wire.AppendString(ad, body)
 }
 
 // fieldAD is the associated data of a transit or envelope field: it binds the value to
@@ -360,8 +322,8 @@ func macAD(header, dek, unsigned string, keys []string, md map[string]string, bo
 func fieldAD(id []byte, path string) []byte {
 	ad := make([]byte, 0, len(fieldLabel)+8+len(id)+len(path))
 	ad = append(ad, fieldLabel...)
-	ad = appendLP(ad, id)
-	return appendLP(ad, path)
+	ad = wire.AppendString(ad, id)
+	return wire.AppendString(ad, path)
 }
 
 // clearKeys returns the keys of md other than the three reserved entries, sorted.
@@ -375,8 +337,6 @@ func clearKeys(md map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
-
-func fitsU32(n int) bool { return uint64(n) <= math.MaxUint32 }
 
 // plainString reports whether s can be written inside a JSON string as is: printable
 // ASCII without '"' or '\'. Every replacement the format writes is such a string.

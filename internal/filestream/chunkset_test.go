@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // TestChunkSet checks the paged set against a map: membership, count, max and the first
@@ -72,8 +73,8 @@ func TestChunkSet(t *testing.T) {
 func farSpool(t testing.TB) []byte {
 	kr, _, _ := fixedTransfer(t)
 	b := appendPreamble(nil, transferID{'f', 'u', 'z', 'z'}, kr.kid, kr.wrapped)
-	b = appendRecordHeader(b, MaxChunks, true, tagSize)
-	return append(b, make([]byte, tagSize)...)
+	b = appendRecordHeader(b, MaxChunks, true, wire.TagSize)
+	return append(b, make([]byte, wire.TagSize)...)
 }
 
 // TestSummarizeFarIndex: reading the framing of a spool costs memory for the records it

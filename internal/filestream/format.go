@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // The pieces of the file format (docs/FILES.md).
@@ -19,8 +19,7 @@ const (
 	// DEKKey is the metadata key of the wrapped data key, as in the envelope format.
 	DEKKey = "pubcrypt-dek"
 
-	reservedPrefix = "pubcrypt"
-	adLabel        = "pubcrypt-file/v1\x00"
+	adLabel = "pubcrypt-file/v1\x00"
 
 	valueVersion = "v1"
 	idField      = "v1;id="
@@ -30,11 +29,7 @@ const (
 
 	idSize      = 16
 	idTextLen   = 22 // base64url of 16 bytes, no padding
-	nonceSize   = 12
-	tagSize     = 16
-	maxKeyIDLen = 128
-	maxValueLen = 1024
-	maxIndexLen = 9 // decimal digits of MaxChunks
+	maxIndexLen = 9  // decimal digits of MaxChunks
 
 	headerFixed = 8 + 4 + 4 + 8 + 4 // size, chunk size, mode, mtime, name length
 	maxNameLen  = 255
@@ -87,8 +82,8 @@ func formatRef(id transferID, index uint64, final bool, kid string) string {
 // produces. When the value is malformed but names a transfer, the ID is still returned
 // (ok reports it) so that the error can name the transfer.
 func parseRef(v string) (ref chunkRef, idOK bool, err error) {
-	if len(v) > maxValueLen {
-		return ref, false, malformed("%s value longer than %d bytes", ChunkKey, maxValueLen)
+	if len(v) > wire.MaxValueLen {
+		return ref, false, malformed("%s value longer than %d bytes", ChunkKey, wire.MaxValueLen)
 	}
 	if ver, _, _ := strings.Cut(v, ";"); ver != valueVersion {
 		return ref, false, malformed("%s value: unsupported version (want %q)", ChunkKey, valueVersion)
@@ -127,24 +122,14 @@ func parseRef(v string) (ref chunkRef, idOK bool, err error) {
 		return ref, true, malformed("%s value: final flag must be 0 or 1", ChunkKey)
 	}
 	ref.kid, ok = strings.CutPrefix(rest[1:], kidField)
-	if !ok || !envelope.ValidKeyID(ref.kid) {
-		return ref, true, malformed("%s value: want %q and 1-%d characters from [A-Za-z0-9._-] after the final flag", ChunkKey, kidField, maxKeyIDLen)
+	if !ok || !wire.ValidKeyID(ref.kid) {
+		return ref, true, malformed("%s value: want %q and 1-%d characters from [A-Za-z0-9._-] after the final flag", ChunkKey, kidField, wire.MaxKeyIDLen)
 	}
 	return ref, true, nil
 }
 
-func decodeID(id *transferID, text string) bool {
-	for i := 0; i < len(text); i++ {
-		c := text[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	// 22 characters carry 132 bits; the strict decoder refuses non-zero padding bits,
-	// so every ID has exactly one encoding.
-	n, err := base64.RawURLEncoding.Strict().Decode(id[:], []byte(text))
-	return err == nil && n == idSize
-}
+// decodeID decodes the one base64url text of a transfer ID (wire.DecodeFixed).
+func decodeID(id *transferID, text string) bool { return wire.DecodeFixed(id[:], text) }
 
 func parseIndex(s string) (uint64, bool) {
 	if len(s) == 0 || len(s) > maxIndexLen || (len(s) > 1 && s[0] == '0') {
@@ -161,14 +146,6 @@ func parseIndex(s string) (uint64, bool) {
 	return n, n <= MaxChunks
 }
 
-// nonceFor is the 12-byte nonce of chunk index: four zero bytes, then index as a
-// big-endian uint64.
-func nonceFor(index uint64) [nonceSize]byte {
-	var n [nonceSize]byte
-	binary.BigEndian.PutUint64(n[4:], index)
-	return n
-}
-
 // appendAD appends the associated data of one chunk.
 func appendAD(b []byte, id transferID, index uint64, final bool, kid, wrapped string) []byte {
 	b = append(b, adLabel...)
@@ -179,13 +156,8 @@ func appendAD(b []byte, id transferID, index uint64, final bool, kid, wrapped st
 		f = 1
 	}
 	b = append(b, f)
-	b = appendString(b, kid)
-	return appendString(b, wrapped)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
+	b = wire.AppendString(b, kid)
+	return wire.AppendString(b, wrapped)
 }
 
 // fileHeader is the plaintext of chunk 0.
@@ -204,7 +176,7 @@ func appendHeader(b []byte, h fileHeader) []byte {
 	b = binary.BigEndian.AppendUint32(b, h.chunkSize)
 	b = binary.BigEndian.AppendUint32(b, h.mode)
 	b = binary.BigEndian.AppendUint64(b, uint64(h.mtime))
-	b = appendString(b, h.name)
+	b = wire.AppendString(b, h.name)
 	for range maxNameLen - min(len(h.name), maxNameLen) {
 		b = append(b, 0)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -89,7 +89,7 @@ func FuzzHandle(f *testing.F) {
 		genuine := false
 		for _, m := range msgs {
 			if bytes.Equal(body, m.body) && ref == m.md[ChunkKey] && wrapped == m.md[DEKKey] &&
-				md[ChunkKey] == ref && md[DEKKey] == wrapped && (k == "" || !envelope.Reserved(k)) {
+				md[ChunkKey] == ref && md[DEKKey] == wrapped && (k == "" || !wire.Reserved(k)) {
 				genuine = true
 			}
 		}
@@ -178,7 +178,7 @@ func FuzzParse(f *testing.F) {
 			if got := formatRef(ref.id, ref.index, ref.final, ref.kid); got != value {
 				t.Fatalf("accepted %q, canonical %q", value, got)
 			}
-			if ref.index > MaxChunks || !envelope.ValidKeyID(ref.kid) {
+			if ref.index > MaxChunks || !wire.ValidKeyID(ref.kid) {
 				t.Fatalf("accepted %q: index %d, kid %q", value, ref.index, ref.kid)
 			}
 		} else if !errors.Is(err, ErrMalformed) {
@@ -190,11 +190,11 @@ func FuzzParse(f *testing.F) {
 			md[k] = "x"
 		}
 		if ref, w, _, err := parseMessage(md); err == nil {
-			if formatRef(ref.id, ref.index, ref.final, ref.kid) != md[ChunkKey] || w != md[DEKKey] || !envelope.ValidValue(w) {
+			if formatRef(ref.id, ref.index, ref.final, ref.kid) != md[ChunkKey] || w != md[DEKKey] || !wire.ValidValue(w) {
 				t.Fatalf("parseMessage(%q) = %v %q", md, ref, w)
 			}
 			for key := range md {
-				if envelope.Reserved(key) && key != ChunkKey && key != DEKKey {
+				if wire.Reserved(key) && key != ChunkKey && key != DEKKey {
 					t.Fatalf("parseMessage accepted the reserved key %q", key)
 				}
 			}
@@ -250,7 +250,7 @@ func FuzzSpool(f *testing.F) {
 	f.Add(spoolOf(f, kr, []msg{msgs[2], msgs[0]}), uint8(3))
 	f.Add(whole[:len(whole)-1], uint8(1))
 	f.Add(whole[:len(spoolMagic)+idSize+3], uint8(1))
-	f.Add(append(spoolOf(f, kr, nil), appendRecordHeader(nil, MaxChunks, true, tagSize)...), uint8(1))
+	f.Add(append(spoolOf(f, kr, nil), appendRecordHeader(nil, MaxChunks, true, wire.TagSize)...), uint8(1))
 	dir := fuzzDir(f)
 	ctx := context.Background()
 	name := spoolName(transferID{'f', 'u', 'z', 'z'})

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/pubcrypt/pubcrypt/fault"
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -425,8 +425,8 @@ func (r *Receiver) Handle(ctx context.Context, body []byte, md map[string]string
 	case t.started:
 		maxPlain = uint64(t.hdr.chunkSize)
 	}
-	if len(body) < tagSize || uint64(len(body)-tagSize) > maxPlain {
-		return nil, r.abort(t, int64(ref.index), malformed("body of %d bytes, want %d to %d", len(body), tagSize, maxPlain+tagSize))
+	if len(body) < wire.TagSize || uint64(len(body)-wire.TagSize) > maxPlain {
+		return nil, r.abort(t, int64(ref.index), malformed("body of %d bytes, want %d to %d", len(body), wire.TagSize, maxPlain+wire.TagSize))
 	}
 	if cap(r.buf) < len(body) {
 		r.buf = make([]byte, len(body))
@@ -653,7 +653,7 @@ func (t *transfer) apply(rec record, pt []byte) error {
 // checkEarly checks the data chunks stored before the header against it.
 func (t *transfer) checkEarly() error {
 	for _, e := range t.early {
-		if err := checkData(&t.hdr, t.chunks, e.index, e.final, uint64(e.n-tagSize)); err != nil {
+		if err := checkData(&t.hdr, t.chunks, e.index, e.final, uint64(e.n-wire.TagSize)); err != nil {
 			return fmt.Errorf("chunk %d: %w", e.index, err)
 		}
 	}
@@ -662,7 +662,7 @@ func (t *transfer) checkEarly() error {
 
 // openChunk authenticates and decrypts one chunk of t into dst (which may be body[:0]).
 func (r *Receiver) openChunk(t *transfer, index uint64, final bool, dst, body []byte) ([]byte, error) {
-	nonce := nonceFor(index)
+	nonce := wire.Nonce(index)
 	r.ad = appendAD(r.ad[:0], t.id, index, final, t.kid, t.wrapped)
 	pt, err := t.aead.Open(dst, nonce[:], body, r.ad)
 	if err != nil {
@@ -750,7 +750,7 @@ func (r *Receiver) header(ctx context.Context, t *transfer, ref chunkRef, pt, bo
 		r.opts.Progress(h.name, 0, int64(h.size))
 		got := int64(0)
 		for _, e := range early {
-			got += e.n - tagSize
+			got += e.n - wire.TagSize
 			r.opts.Progress(h.name, got, int64(h.size))
 		}
 	}
@@ -956,7 +956,7 @@ func (r *Receiver) decryptSpool(t *transfer, out *os.File) error {
 	if err != nil {
 		return spoolErr("read", t.id, err)
 	}
-	buf := make([]byte, int(t.hdr.chunkSize)+tagSize)
+	buf := make([]byte, int(t.hdr.chunkSize)+wire.TagSize)
 	var written uint64
 	for off := pre.len; off < t.end; {
 		rec, err := readRecord(f, off, t.end)
@@ -1342,12 +1342,12 @@ func parseMessage(md map[string]string) (ref chunkRef, wrapped string, idOK bool
 		return ref, "", idOK, err
 	}
 	for k := range md {
-		if envelope.Reserved(k) && k != ChunkKey && k != DEKKey {
+		if wire.Reserved(k) && k != ChunkKey && k != DEKKey {
 			return ref, "", true, fmt.Errorf("%w %.64q", errReservedKey, k)
 		}
 	}
 	wrapped, ok = md[DEKKey]
-	if !ok || !envelope.ValidValue(wrapped) {
+	if !ok || !wire.ValidValue(wrapped) {
 		return ref, "", true, errDEK
 	}
 	return ref, wrapped, true, nil
@@ -1355,5 +1355,5 @@ func parseMessage(md map[string]string) (ref chunkRef, wrapped string, idOK bool
 
 var (
 	errReservedKey = fmt.Errorf("%w: unknown reserved metadata key", ErrMalformed)
-	errDEK         = fmt.Errorf("%w: %q entry missing or not 1-%d bytes of printable ASCII", ErrMalformed, DEKKey, maxValueLen)
+	errDEK         = fmt.Errorf("%w: %q entry missing or not 1-%d bytes of printable ASCII", ErrMalformed, DEKKey, wire.MaxValueLen)
 )

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -51,7 +53,7 @@ func TestRoundTrip(t *testing.T) {
 				if strings.Contains(m.md[ChunkKey]+m.md[DEKKey], "pdf") || bytes.Contains(m.body, []byte(name)) {
 					t.Fatalf("message %d shows the file name", i)
 				}
-				if len(m.body) > chunk+tagSize && i > 0 {
+				if len(m.body) > chunk+wire.TagSize && i > 0 {
 					t.Fatalf("message %d body %d bytes for chunk size %d", i, len(m.body), chunk)
 				}
 			}

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -124,8 +124,8 @@ func checkSend(h *fileHeader, opts *SendOptions) error {
 	if n := dataChunks(h.size, h.chunkSize); n > MaxChunks {
 		return invalid("file of %d bytes would take %d chunks of %d bytes, more than %d", h.size, n, h.chunkSize, uint64(MaxChunks))
 	}
-	if k := opts.PartitionKey; k != "" && (envelope.Reserved(k) || len(k) > 64 || !envelope.ValidValue(k)) {
-		return invalid("partition key must be 1-64 bytes of printable ASCII not starting with %q", reservedPrefix)
+	if k := opts.PartitionKey; k != "" && (wire.Reserved(k) || len(k) > 64 || !wire.ValidValue(k)) {
+		return invalid("partition key must be 1-64 bytes of printable ASCII not starting with %q", wire.ReservedPrefix)
 	}
 	return nil
 }
@@ -139,7 +139,7 @@ type chunkSealer struct {
 }
 
 func (s *chunkSealer) seal(dst []byte, index uint64, final bool, pt []byte) []byte {
-	nonce := nonceFor(index)
+	nonce := wire.Nonce(index)
 	s.ad = appendAD(s.ad[:0], s.id, index, final, s.kid, s.wrapped)
 	return s.aead.Seal(dst, nonce[:], pt, s.ad)
 }
@@ -160,11 +160,11 @@ func sendWith(ctx context.Context, dk *keyring.DataKey, id transferID, h fileHea
 	fail := func(index int64, err error) (Stats, error) {
 		return stats, &TransferError{ID: stats.TransferID, Name: h.name, Index: index, Err: err}
 	}
-	if !envelope.ValidKeyID(dk.KeyID) {
-		return fail(-1, invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", maxKeyIDLen))
+	if !wire.ValidKeyID(dk.KeyID) {
+		return fail(-1, invalid("key ID must be 1-%d characters from [A-Za-z0-9._-]", wire.MaxKeyIDLen))
 	}
-	if !envelope.ValidValue(dk.Wrapped) {
-		return fail(-1, invalid("wrapped data key must be 1-%d bytes of printable ASCII", maxValueLen))
+	if !wire.ValidValue(dk.Wrapped) {
+		return fail(-1, invalid("wrapped data key must be 1-%d bytes of printable ASCII", wire.MaxValueLen))
 	}
 	aead, err := dk.AEAD()
 	if err != nil {
@@ -179,7 +179,7 @@ func sendWith(ctx context.Context, dk *keyring.DataKey, id transferID, h fileHea
 	log.DebugContext(ctx, "filestream: sending file", "transfer", stats.TransferID, "size", h.size, "chunks", n+1)
 
 	// One buffer holds a chunk and then its ciphertext, sealed in place.
-	bufLen := max(min(uint64(h.chunkSize), h.size), headerLen) + tagSize
+	bufLen := max(min(uint64(h.chunkSize), h.size), headerLen) + wire.TagSize
 	buf := make([]byte, bufLen)
 	emit := func(index uint64, final bool, pt []byte) error {
 		if err := ctx.Err(); err != nil {

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // The spool: a transfer's partial state in the destination directory, one file per
@@ -30,7 +32,7 @@ const (
 	spoolMagic   = "pubcrypt-spool/v1\n"
 	recHeaderLen = 8 + 1 + 4
 	// maxPreamble is the longest preamble: magic, ID, the longest key ID and wrapped key.
-	maxPreamble = len(spoolMagic) + idSize + 4 + maxKeyIDLen + 4 + maxValueLen
+	maxPreamble = len(spoolMagic) + idSize + 4 + wire.MaxKeyIDLen + 4 + wire.MaxValueLen
 
 	// Names in the destination directory, all with the reserved prefix (a received file
 	// never has it, section 6): the spool of a transfer is partialPrefix + its ID (22
@@ -54,8 +56,8 @@ var errBadSpool = errors.New("not a pubcrypt spool")
 func appendPreamble(b []byte, id transferID, kid, wrapped string) []byte {
 	b = append(b, spoolMagic...)
 	b = append(b, id[:]...)
-	b = appendString(b, kid)
-	return appendString(b, wrapped)
+	b = wire.AppendString(b, kid)
+	return wire.AppendString(b, wrapped)
 }
 
 func appendRecordHeader(b []byte, index uint64, final bool, n int) []byte {
@@ -89,10 +91,10 @@ func readPreamble(f io.ReaderAt) (preamble, error) {
 	}
 	copy(p.id[:], b)
 	b = b[idSize:]
-	if p.kid, b, ok = cutString(b, maxKeyIDLen); !ok {
+	if p.kid, b, ok = cutString(b, wire.MaxKeyIDLen); !ok {
 		return p, errBadSpool
 	}
-	if p.wrapped, b, ok = cutString(b, maxValueLen); !ok {
+	if p.wrapped, b, ok = cutString(b, wire.MaxValueLen); !ok {
 		return p, errBadSpool
 	}
 	p.len = int64(n - len(b))
@@ -135,7 +137,7 @@ func readRecord(f io.ReaderAt, off, size int64) (record, error) {
 		return record{}, err
 	}
 	r := record{index: binary.BigEndian.Uint64(h[:]), final: h[8] == 1, off: off, n: int64(binary.BigEndian.Uint32(h[9:]))}
-	if h[8] > 1 || r.index > MaxChunks || r.n < tagSize || r.n > MaxChunkSize+tagSize || r.next() > size {
+	if h[8] > 1 || r.index > MaxChunks || r.n < wire.TagSize || r.n > MaxChunkSize+wire.TagSize || r.next() > size {
 		return record{}, errTorn
 	}
 	return r, nil

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // shuffled returns a copy of msgs in a random order drawn from seed.
@@ -261,7 +263,7 @@ func TestUnorderedInconsistent(t *testing.T) {
 	aead := newAEAD(dk.Plaintext)
 	id := transferID{1, 2, 3}
 	seal := func(index uint64, final bool, pt []byte) msg {
-		nonce := nonceFor(index)
+		nonce := wire.Nonce(index)
 		ad := appendAD(nil, id, index, final, dk.KeyID, dk.Wrapped)
 		return msg{aead.Seal(nil, nonce[:], pt, ad), map[string]string{
 			ChunkKey: formatRef(id, index, final, dk.KeyID), DEKKey: dk.Wrapped,

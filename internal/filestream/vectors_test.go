@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -269,7 +270,7 @@ func checkPositive(t *testing.T, v positiveVector) {
 			t.Errorf("message %d:\n got %x %q\nwant %s %q", i, got.body, got.md, want.Body, want.Metadata)
 		}
 		// Intermediate values, from the spec's definitions.
-		nonce := nonceFor(want.Index)
+		nonce := wire.Nonce(want.Index)
 		ad := appendAD(nil, id, want.Index, want.Final, v.KeyID, v.Wrapped)
 		if hex.EncodeToString(nonce[:]) != want.Nonce || hex.EncodeToString(ad) != want.AD {
 			t.Errorf("message %d: nonce %x ad %x", i, nonce, ad)
@@ -364,8 +365,8 @@ func positiveCases() []positiveCase {
 		},
 		{
 			name: "longest name and key ID, one-byte chunks, longest wrapped key", key: seqBytes(32, 0x80),
-			kid:     strings.Repeat("k", maxKeyIDLen),
-			wrapped: "vault:v9:" + strings.Repeat("A", maxValueLen-len("vault:v9:")),
+			kid:     strings.Repeat("k", wire.MaxKeyIDLen),
+			wrapped: "vault:v9:" + strings.Repeat("A", wire.MaxValueLen-len("vault:v9:")),
 			id:      transferID(seqBytes(16, 0x70)), chunk: 1,
 			h: fileHeader{name: strings.Repeat("n", maxNameLen), mode: 0o777, mtime: 1}, content: []byte("abc"),
 		},
@@ -424,7 +425,7 @@ func sealVector(t *testing.T, c positiveCase) positiveVector {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nonce := nonceFor(ref.index)
+		nonce := wire.Nonce(ref.index)
 		ad := appendAD(nil, c.id, ref.index, ref.final, c.kid, c.wrapped)
 		pt, err := aead.Open(nil, nonce[:], m.body, ad)
 		if err != nil {
