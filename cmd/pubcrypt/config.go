@@ -19,6 +19,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -329,7 +330,6 @@ const (
 	deadLetterBy        = "dead-letter-by"     // "pubcrypt encrypt", "pubcrypt consume"
 	deadLetterTime      = "dead-letter-time"   // RFC 3339, UTC
 	maxReasonBytes      = 1000                 // inside Pub/Sub's 1024-byte attribute values
-	reservedPrefix      = "pubcrypt"           // crypttopic's reserved metadata keys
 	deadLetterReasonCut = "…"
 )
 
@@ -337,7 +337,7 @@ const (
 func deadLetterMetadata(md map[string]string, reason error, source, sub, by string, now time.Time) map[string]string {
 	out := make(map[string]string, len(md)+6)
 	for k, v := range md {
-		if hasPrefix(k, reservedPrefix) || hasPrefix(k, deadLetterPrefix) {
+		if wire.Reserved(k) || hasPrefix(k, deadLetterPrefix) { // crypttopic's reserved keys: an envelope
 			k = deadLetterRawPrefix + k
 		}
 		out[k] = v
