@@ -37,11 +37,11 @@ const (
 // topic is a driver.Topic that encrypts with a crypttopic.Topic.
 type topic struct{ ct *crypttopic.Topic }
 
-func newTopic(ct *crypttopic.Topic) *pubsub.Topic {
-	// Batches let crypttopic.SendBatch make one Vault call for the transit fields of many
-	// concurrent Sends.
-	return pubsub.NewTopic(&topic{ct: ct}, &batcher.Options{MaxHandlers: 4, MaxBatchSize: 100})
-}
+// sendBatching lets crypttopic.SendBatch make one Vault call for the transit fields of
+// many concurrent Sends.
+var sendBatching = &batcher.Options{MaxHandlers: 4, MaxBatchSize: 100}
+
+func newTopic(ct *crypttopic.Topic) *pubsub.Topic { return pubsub.NewTopic(&topic{ct: ct}, sendBatching) }
 
 // SendBatch sends the messages of independent Sends that gocloud's batcher gathered. A
 // message that cannot be protected must not fail the others, which were not sent with it
@@ -152,16 +152,19 @@ type subscription struct {
 }
 
 func newSubscription(cs *cryptsub.Subscription, dlq *pubsub.Topic, canNack bool, log *slog.Logger) *pubsub.Subscription {
+	return pubsub.NewSubscription(newDriverSubscription(cs, dlq, canNack, log),
+		&batcher.Options{MaxHandlers: 1, MaxBatchSize: 1000},
+		&batcher.Options{MaxHandlers: 2, MaxBatchSize: 1000})
+}
+
+func newDriverSubscription(cs *cryptsub.Subscription, dlq *pubsub.Topic, canNack bool, log *slog.Logger) *subscription {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &subscription{
+	return &subscription{
 		cs: cs, dlq: dlq, canNack: canNack, log: log,
 		ctx: ctx, cancel: cancel,
 		stopped: make(chan struct{}), msgs: make(chan *pubsub.Message), failed: make(chan struct{}),
 		pending: make(map[uint64]*pubsub.Message),
 	}
-	return pubsub.NewSubscription(s,
-		&batcher.Options{MaxHandlers: 1, MaxBatchSize: 1000},
-		&batcher.Options{MaxHandlers: 2, MaxBatchSize: 1000})
 }
 
 func (s *subscription) ReceiveBatch(ctx context.Context, maxMessages int) ([]*driver.Message, error) {
