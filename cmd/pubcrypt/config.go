@@ -23,11 +23,11 @@ import (
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
-// vaultFlags select the transit keys; the server and token come from Vault's own
-// environment variables.
+// vaultFlags select the keys: Vault's transit keys, whose server and token come from
+// Vault's own environment variables, or a key-encryption key by URL (--kek).
 type vaultFlags struct {
-	mount, key, detKey, fpeKey string
-	timeout                    time.Duration
+	mount, key, detKey, fpeKey, kek string
+	timeout                         time.Duration
 }
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
@@ -35,12 +35,31 @@ func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.key, "vault-key", keyring.DefaultKey, "transit key that wraps data keys and encrypts transit fields")
 	fs.StringVar(&v.detKey, "vault-det-key", keyring.DefaultDeterministicKey, "derived convergent transit key for deterministic fields")
 	fs.StringVar(&v.fpeKey, "vault-fpe-key", keyring.DefaultFPEKey, "transit key from which format-preserving-encryption keys are derived")
-	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault")
+	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault (or from the --kek key service)")
+	fs.StringVar(&v.kek, "kek", "", "wrap data keys with this key-encryption key instead of Vault Transit: awskms:///KEY-ID?region=R, gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K, azurekeyvault://NAME.vault.azure.net/keys/KEY, hashivault://KEY, base64key://KEY (credentials from the cloud's own variables; the field modes transit, deterministic and fpe still need Vault)")
 }
 
-// keyring returns the Vault keyring, refusing early when Vault's variables are missing so
+// keyring returns the keyring that wraps data keys: the --kek keeper if one is given,
+// else Vault Transit.
+func (v *vaultFlags) keyring() (keyring.Keyring, error) {
+	if v.kek == "" {
+		return v.vault()
+	}
+	if v.timeout <= 0 {
+		return nil, usagef("--vault-timeout must be positive")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+	defer cancel()
+	k, err := keyring.OpenKeeper(ctx, v.kek, keyring.KeeperOptions{Timeout: v.timeout})
+	if err != nil {
+		return nil, fmt.Errorf("--kek: %w", err)
+	}
+	return k, nil
+}
+
+// vault returns the Vault keyring, refusing early when Vault's variables are missing so
 // that the user gets one line to fix rather than a connection error later.
-func (v *vaultFlags) keyring() (*keyring.Vault, error) {
+func (v *vaultFlags) vault() (*keyring.Vault, error) {
 	if os.Getenv("VAULT_ADDR") == "" {
 		return nil, usagef("VAULT_ADDR is not set: export VAULT_ADDR=https://vault.example:8200 (and VAULT_TOKEN)")
 	}

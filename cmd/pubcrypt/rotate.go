@@ -21,7 +21,7 @@ func runRotate(ctx context.Context, args []string, out io.Writer) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	kr, err := vf.keyring()
+	kr, err := vf.vault()
 	if err != nil {
 		return err
 	}
