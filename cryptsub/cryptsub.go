@@ -131,9 +131,10 @@ func New(s *pubsub.Subscription, opts Options) (*Subscription, error) {
 		allowPlaintext: opts.AllowPlaintext,
 		log:            log,
 	}
-	if fk, ok := opts.Keyring.(keyring.FieldKeyring); ok {
-		cs.fields = fields.NewOpener(fk, cs.keys)
-	}
+	// A keyring without the FieldKeyring capability (a KMS by URL) opens the envelope
+	// field mode, which needs data keys only; fields of the other modes need Vault.
+	fk, _ := opts.Keyring.(keyring.FieldKeyring)
+	cs.fields = fields.NewOpener(fk, cs.keys)
 	return cs, nil
 }
 

@@ -113,25 +113,23 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	if opts.Broker != "" {
 		ct.limits = broker.LimitsFor(opts.Broker)
 	}
-	if fk, ok := opts.Keyring.(keyring.FieldKeyring); ok {
-		fkeys := opts.FieldKeys
-		if fkeys.Transit == "" {
-			if named, ok := opts.Keyring.(interface{ KeyID() string }); ok {
-				fkeys.Transit = named.KeyID()
-			}
+	// A keyring without the FieldKeyring capability (a KMS by URL) protects fields in the
+	// envelope mode, which needs data keys only; CheckPolicy refuses the other modes.
+	fk, _ := opts.Keyring.(keyring.FieldKeyring)
+	fkeys := opts.FieldKeys
+	if fkeys.Transit == "" {
+		if named, ok := opts.Keyring.(interface{ KeyID() string }); ok {
+			fkeys.Transit = named.KeyID()
 		}
-		if fkeys.Deterministic == "" {
-			fkeys.Deterministic = DefaultFieldKeys.Deterministic
-		}
-		if fkeys.FPE == "" {
-			fkeys.FPE = DefaultFieldKeys.FPE
-		}
-		ct.sealer = fields.NewSealer(fk, keys, fkeys, fields.SealerOptions{FPERefresh: opts.FPERefresh})
 	}
+	if fkeys.Deterministic == "" {
+		fkeys.Deterministic = DefaultFieldKeys.Deterministic
+	}
+	if fkeys.FPE == "" {
+		fkeys.FPE = DefaultFieldKeys.FPE
+	}
+	ct.sealer = fields.NewSealer(fk, keys, fkeys, fields.SealerOptions{FPERefresh: opts.FPERefresh})
 	if len(opts.Fields) > 0 {
-		if ct.sealer == nil {
-			return nil, fmt.Errorf("crypttopic: Options.Fields: %w: it needs a keyring that implements keyring.FieldKeyring (keyring.Vault does)", ErrFieldPolicy)
-		}
 		if err := ct.sealer.CheckPolicy(opts.Fields); err != nil {
 			if !errors.Is(err, ErrFieldPolicy) {
 				err = fmt.Errorf("%w: %w", ErrFieldPolicy, err) // a manifest too long, say

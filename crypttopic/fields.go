@@ -300,16 +300,6 @@ func (t *Topic) policyFor(m *pubsub.Message) (FieldPolicy, error) {
 // could be protected. errs, when not nil, has one entry per message, non-nil for each
 // message at fault (and nothing else failed); err is any other failure.
 func (t *Topic) protect(ctx context.Context, msgs []*pubsub.Message, policies []FieldPolicy) (out []*pubsub.Message, errs []error, err error) {
-	if t.sealer == nil {
-		// A message asked for fields (ProtectKey) from a topic whose keyring cannot: the
-		// message cannot be sent here, ever.
-		err := fault.Mark(errors.New("field-level encryption needs a keyring that implements keyring.FieldKeyring (keyring.Vault does)"), fault.Message)
-		errs := make([]error, len(msgs))
-		for i := range errs {
-			errs[i] = err
-		}
-		return nil, errs, nil
-	}
 	in := make([]fields.Input, len(msgs))
 	for i, m := range msgs {
 		md := m.Metadata

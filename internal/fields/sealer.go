@@ -115,7 +115,7 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 			return nil, fmt.Errorf("%w: rule %q: no valid %s key configured (1-%d characters from [A-Za-z0-9._-])", ErrPolicy, r.Path, r.Mode, wire.MaxKeyIDLen)
 		}
 		if s.fk == nil {
-			return nil, fmt.Errorf("%w: rule %q: mode %s needs a FieldKeyring", ErrPolicy, r.Path, r.Mode)
+			return nil, fmt.Errorf("%w: rule %q: mode %s needs a key service that implements keyring.FieldKeyring (keyring.Vault does); with this keyring only mode envelope protects fields", ErrPolicy, r.Path, r.Mode)
 		}
 		*field = *key
 	}
