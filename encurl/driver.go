@@ -41,7 +41,9 @@ type topic struct{ ct *crypttopic.Topic }
 // many concurrent Sends.
 var sendBatching = &batcher.Options{MaxHandlers: 4, MaxBatchSize: 100}
 
-func newTopic(ct *crypttopic.Topic) *pubsub.Topic { return pubsub.NewTopic(&topic{ct: ct}, sendBatching) }
+func newTopic(ct *crypttopic.Topic) *pubsub.Topic {
+	return pubsub.NewTopic(&topic{ct: ct}, sendBatching)
+}
 
 // SendBatch sends the messages of independent Sends that gocloud's batcher gathered. A
 // message that cannot be protected must not fail the others, which were not sent with it

@@ -23,6 +23,7 @@
 //	| crypttopic.Open(ctx, "kafka://t", opts)      | pubsub.OpenTopic(ctx, "enc+kafka://t")             |
 //	| cryptsub.Open(ctx, "kafka://g?topic=t", opts) | pubsub.OpenSubscription(ctx, "enc+kafka://g?topic=t") |
 //	| keyring.VaultOptions{Key, Mount}             | vault_key=, vault_mount= (address, token from env) |
+//	| keyring.OpenKeeper(ctx, kekURL, opts)        | kek=<URL-escaped keeper URL>                       |
 //	| crypttopic.Options.Fields                    | fields=<URL-escaped policy>                        |
 //	| crypttopic.Options.Reuse.MaxAge              | reuse_max_age=<duration>                           |
 //	| any keyring, any Options                     | config=<name given to RegisterConfig>              |
@@ -38,6 +39,9 @@
 //	reuse_max_age  topics: replace a data key after this long (Go duration, e.g. 1m)
 //	dlq            subscriptions: dead-letter topic URL, URL-escaped: dlq=kafka%3A%2F%2Fbad
 //	config         name given to RegisterConfig: keyring and Options for advanced use
+//	kek            key-encryption key by URL instead of Vault Transit (keyring.OpenKeeper),
+//	               URL-escaped: kek=awskms%3A%2F%2F%2FKEY-ID%3Fregion%3Deu-west-1; the
+//	               field modes transit, deterministic and fpe need Vault, envelope does not
 //
 // Vault's address and token come from Vault's environment variables (VAULT_ADDR,
 // VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT, ...); opening fails if VAULT_ADDR is not set,
@@ -171,9 +175,26 @@ const (
 	paramMaxAge = "reuse_max_age"
 	paramDLQ    = "dlq"
 	paramConfig = "config"
+	paramKEK    = "kek"
 )
 
-var ownParams = map[string]bool{paramKey: true, paramMount: true, paramFields: true, paramMaxAge: true, paramDLQ: true, paramConfig: true}
+var ownParams = map[string]bool{paramKey: true, paramMount: true, paramFields: true, paramMaxAge: true, paramDLQ: true, paramConfig: true, paramKEK: true}
+
+// redacted is u for an error message: no password, and no kek= value (a base64key://
+// URL is the key itself).
+func redacted(u *url.URL) string {
+	c := *u
+	if c.RawQuery != "" {
+		parts := strings.Split(c.RawQuery, "&")
+		for i, kv := range parts {
+			if k, _, _ := strings.Cut(kv, "="); k == paramKEK {
+				parts[i] = paramKEK + "=REDACTED"
+			}
+		}
+		c.RawQuery = strings.Join(parts, "&")
+	}
+	return c.Redacted()
+}
 
 // params are the parsed parameters of an enc+ URL; inner is the URL to open underneath.
 type params struct {
@@ -224,7 +245,7 @@ func parseURL(u *url.URL, kind string) (params, error) {
 
 // resolve returns the configuration p selects and the keyring to use (from the config or
 // from Vault's environment).
-func (p params) resolve(pick func(Config) keyring.Keyring) (Config, keyring.Keyring, error) {
+func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) (Config, keyring.Keyring, error) {
 	var cfg Config
 	if name, ok := p.values[paramConfig]; ok {
 		c, found := lookupConfig(name)
@@ -236,6 +257,21 @@ func (p params) resolve(pick func(Config) keyring.Keyring) (Config, keyring.Keyr
 	kr := cfg.Keyring
 	if kr == nil {
 		kr = pick(cfg)
+	}
+	if kek, ok := p.values[paramKEK]; ok {
+		for _, k := range []string{paramKey, paramMount} {
+			if _, ok := p.values[k]; ok {
+				return cfg, nil, fmt.Errorf("parameter %s: not allowed with %s, which replaces Vault Transit", k, paramKEK)
+			}
+		}
+		if kr != nil {
+			return cfg, nil, fmt.Errorf("parameter %s: not allowed with config=%s, whose keyring is set", paramKEK, p.values[paramConfig])
+		}
+		k, err := keyring.OpenKeeper(ctx, kek, keyring.KeeperOptions{})
+		if err != nil {
+			return cfg, nil, fmt.Errorf("parameter %s: %w", paramKEK, err)
+		}
+		return cfg, k, nil
 	}
 	if kr != nil {
 		for _, k := range []string{paramKey, paramMount} {
@@ -272,7 +308,7 @@ type opener struct{ inner string }
 func (o opener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
 	t, err := o.openTopic(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("encurl: open topic %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("encurl: open topic %s: %w", redacted(u), err)
 	}
 	return t, nil
 }
@@ -282,7 +318,7 @@ func (o opener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error
 	if err != nil {
 		return nil, err
 	}
-	cfg, kr, err := p.resolve(func(c Config) keyring.Keyring { return c.Topic.Keyring })
+	cfg, kr, err := p.resolve(ctx, func(c Config) keyring.Keyring { return c.Topic.Keyring })
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +354,7 @@ func (o opener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error
 func (o opener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
 	s, err := o.openSubscription(ctx, u)
 	if err != nil {
-		return nil, fmt.Errorf("encurl: open subscription %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("encurl: open subscription %s: %w", redacted(u), err)
 	}
 	return s, nil
 }
@@ -328,7 +364,7 @@ func (o opener) openSubscription(ctx context.Context, u *url.URL) (*pubsub.Subsc
 	if err != nil {
 		return nil, err
 	}
-	cfg, kr, err := p.resolve(func(c Config) keyring.Keyring { return c.Subscription.Keyring })
+	cfg, kr, err := p.resolve(ctx, func(c Config) keyring.Keyring { return c.Subscription.Keyring })
 	if err != nil {
 		return nil, err
 	}
