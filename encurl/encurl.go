@@ -42,6 +42,8 @@
 //	kek            key-encryption key by URL instead of Vault Transit (keyring.OpenKeeper),
 //	               URL-escaped: kek=awskms%3A%2F%2F%2FKEY-ID%3Fregion%3Deu-west-1; the
 //	               field modes transit, deterministic and fpe need Vault, envelope does not
+//	kek_id         name of the kek in envelopes, the same on both sides; default derived
+//	               from the kek URL's scheme, host and path (keyring.DefaultKeeperKeyID)
 //
 // Vault's address and token come from Vault's environment variables (VAULT_ADDR,
 // VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT, ...); opening fails if VAULT_ADDR is not set,
@@ -176,9 +178,10 @@ const (
 	paramDLQ    = "dlq"
 	paramConfig = "config"
 	paramKEK    = "kek"
+	paramKEKID  = "kek_id"
 )
 
-var ownParams = map[string]bool{paramKey: true, paramMount: true, paramFields: true, paramMaxAge: true, paramDLQ: true, paramConfig: true, paramKEK: true}
+var ownParams = map[string]bool{paramKey: true, paramMount: true, paramFields: true, paramMaxAge: true, paramDLQ: true, paramConfig: true, paramKEK: true, paramKEKID: true}
 
 // redacted is u for an error message: no password, and no kek= value (a base64key://
 // URL is the key itself).
@@ -258,6 +261,11 @@ func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) 
 	if kr == nil {
 		kr = pick(cfg)
 	}
+	if _, ok := p.values[paramKEKID]; ok {
+		if _, ok := p.values[paramKEK]; !ok {
+			return cfg, nil, fmt.Errorf("parameter %s: needs %s", paramKEKID, paramKEK)
+		}
+	}
 	if kek, ok := p.values[paramKEK]; ok {
 		for _, k := range []string{paramKey, paramMount} {
 			if _, ok := p.values[k]; ok {
@@ -267,7 +275,7 @@ func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) 
 		if kr != nil {
 			return cfg, nil, fmt.Errorf("parameter %s: not allowed with config=%s, whose keyring is set", paramKEK, p.values[paramConfig])
 		}
-		k, err := keyring.OpenKeeper(ctx, kek, keyring.KeeperOptions{})
+		k, err := keyring.OpenKeeper(ctx, kek, keyring.KeeperOptions{KeyID: p.values[paramKEKID]})
 		if err != nil {
 			return cfg, nil, fmt.Errorf("parameter %s: %w", paramKEK, err)
 		}

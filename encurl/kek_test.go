@@ -33,8 +33,9 @@ func TestKEKByURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	kek := "kek=" + url.QueryEscape(kms.KeeperURL(key.ID))
-	top := open(t, ctx, "enc+kafka://kek?fields=name%3Denvelope&"+kek)
-	sub := subscribe(t, ctx, "enc+kafka://g-kek?topic=kek&offset=oldest&"+kek)
+	// The sender names the key by its ARN, the receiver by its ID: one name in envelopes.
+	top := open(t, ctx, "enc+kafka://kek?fields=name%3Denvelope&kek_id=orders-kek&kek="+url.QueryEscape(kms.KeeperURL(key.ARN)))
+	sub := subscribe(t, ctx, "enc+kafka://g-kek?topic=kek&offset=oldest&kek_id=orders-kek&"+kek)
 	for i := range n {
 		if err := top.Send(ctx, &pubsub.Message{Body: appBody(i)}); err != nil {
 			t.Fatal(err)
@@ -58,6 +59,7 @@ func TestKEKByURL(t *testing.T) {
 	for _, u := range []string{
 		"enc+mem://kek-bad?kek=" + url.QueryEscape("base64key://"+secret),
 		"enc+mem://kek-bad?vault_key=pubcrypt&" + kek,
+		"enc+mem://kek-bad?kek_id=orders-kek",
 	} {
 		_, err := pubsub.OpenTopic(ctx, u)
 		t.Logf("%v", err)

@@ -26,8 +26,8 @@ import (
 // vaultFlags select the keys: Vault's transit keys, whose server and token come from
 // Vault's own environment variables, or a key-encryption key by URL (--kek).
 type vaultFlags struct {
-	mount, key, detKey, fpeKey, kek string
-	timeout                         time.Duration
+	mount, key, detKey, fpeKey, kek, kekID string
+	timeout                                time.Duration
 }
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
@@ -36,6 +36,7 @@ func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.detKey, "vault-det-key", keyring.DefaultDeterministicKey, "derived convergent transit key for deterministic fields")
 	fs.StringVar(&v.fpeKey, "vault-fpe-key", keyring.DefaultFPEKey, "transit key from which format-preserving-encryption keys are derived")
 	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault (or from the --kek key service)")
+	fs.StringVar(&v.kekID, "kek-id", "", "name of the --kek key in envelopes, the same on every side (default: derived from the URL's scheme, host and path, so an alias and an ARN of one AWS key differ)")
 	fs.StringVar(&v.kek, "kek", "", "wrap data keys with this key-encryption key instead of Vault Transit: awskms:///KEY-ID?region=R, gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K, azurekeyvault://NAME.vault.azure.net/keys/KEY, hashivault://KEY, base64key://KEY (credentials from the cloud's own variables; the field modes transit, deterministic and fpe still need Vault)")
 }
 
@@ -43,6 +44,9 @@ func (v *vaultFlags) register(fs *flag.FlagSet) {
 // else Vault Transit.
 func (v *vaultFlags) keyring() (keyring.Keyring, error) {
 	if v.kek == "" {
+		if v.kekID != "" {
+			return nil, usagef("--kek-id needs --kek")
+		}
 		return v.vault()
 	}
 	if v.timeout <= 0 {
@@ -50,7 +54,7 @@ func (v *vaultFlags) keyring() (keyring.Keyring, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
 	defer cancel()
-	k, err := keyring.OpenKeeper(ctx, v.kek, keyring.KeeperOptions{Timeout: v.timeout})
+	k, err := keyring.OpenKeeper(ctx, v.kek, keyring.KeeperOptions{KeyID: v.kekID, Timeout: v.timeout})
 	if err != nil {
 		return nil, fmt.Errorf("--kek: %w", err)
 	}
