@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/vault/api"
 	"gocloud.dev/gcerrors"
 	"gocloud.dev/secrets"
+
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // KeeperOptions configures OpenKeeper and NewKeeper. The zero value is useful for
@@ -64,8 +66,8 @@ var _ Keyring = (*Keeper)(nil)
 
 const (
 	keeperPrefix = "kp1:"
-	// maxWrappedLen is the longest envelope entry value (internal/envelope.MaxValueLen).
-	maxWrappedLen = 1024
+	// maxWrappedLen is the longest envelope entry value.
+	maxWrappedLen = wire.MaxValueLen
 	// maxKeeperCiphertext is the longest keeper ciphertext whose wrapped form fits.
 	maxKeeperCiphertext = (maxWrappedLen - len(keeperPrefix)) * 6 / 8
 )
@@ -118,7 +120,7 @@ func newKeeper(sk *secrets.Keeper, opts KeeperOptions) *Keeper {
 }
 
 func checkKeeperOptions(opts *KeeperOptions) error {
-	if !validKeyID(opts.KeyID) {
+	if !wire.ValidKeyID(opts.KeyID) {
 		return &OptionError{Option: "KeeperOptions.KeyID", Reason: fmt.Sprintf("%q is not 1 to 128 characters from [A-Za-z0-9._-]", opts.KeyID)}
 	}
 	if opts.Timeout < 0 {
@@ -169,24 +171,10 @@ func urlSecrets(raw string, u *url.URL) []string {
 func DefaultKeeperKeyID(u *url.URL) string {
 	h := sha256.Sum256([]byte("pubcrypt keeper key ID\x00" + strings.ToLower(u.Scheme) + "\x00" + u.Host + "\x00" + strings.TrimPrefix(u.Path, "/")))
 	id := strings.ToLower(u.Scheme)
-	if !validKeyID(id) || len(id) > 64 {
+	if !wire.ValidKeyID(id) || len(id) > 64 {
 		id = "keeper"
 	}
 	return id + "-" + hex.EncodeToString(h[:8])
-}
-
-// validKeyID is the envelope's rule for key IDs (internal/envelope.ValidKeyID).
-func validKeyID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // KeyID returns the key ID written into envelopes for this keeper's key.

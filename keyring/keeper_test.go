@@ -23,6 +23,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/devkms"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // startKMS starts local-kms for one test and sets the AWS credentials the awskms://
@@ -311,7 +312,7 @@ func TestKeeperOptions(t *testing.T) {
 	}
 	u1, _ := url.Parse("awskms:///alias/orders?region=eu-west-2")
 	u2, _ := url.Parse("awskms:///alias/orders?region=eu-west-1&endpoint=http://127.0.0.1:1")
-	if a, b := DefaultKeeperKeyID(u1), DefaultKeeperKeyID(u2); a != b || !validKeyID(a) {
+	if a, b := DefaultKeeperKeyID(u1), DefaultKeeperKeyID(u2); a != b || !wire.ValidKeyID(a) {
 		t.Errorf("default key IDs %q and %q: want one valid ID whatever the query", a, b)
 	}
 }
