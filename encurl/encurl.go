@@ -118,9 +118,9 @@ func init() {
 // URL is opened on gocloud's default mux (kafka:// with pubcrypt's Kafka opener). Like
 // gocloud's own registration, it panics if the scheme is already registered on mux.
 func Register(mux *pubsub.URLMux, innerScheme string) {
-	o := opener{inner: strings.ToLower(innerScheme)}
-	mux.RegisterTopic(Prefix+o.inner, o)
-	mux.RegisterSubscription(Prefix+o.inner, o)
+	o := &URLOpener{Inner: strings.ToLower(innerScheme)}
+	mux.RegisterTopic(Prefix+o.Inner, o)
+	mux.RegisterSubscription(Prefix+o.Inner, o)
 }
 
 // DeadLetterReasonKey is the metadata entry added to a message sent to the dead-letter
@@ -246,10 +246,18 @@ func parseURL(u *url.URL, kind string) (params, error) {
 	return p, nil
 }
 
+// configName says where the configuration of p comes from, for an error.
+func (p params) configName() string {
+	if name, ok := p.values[paramConfig]; ok {
+		return paramConfig + "=" + name
+	}
+	return "the URLOpener's Config"
+}
+
 // resolve returns the configuration p selects and the keyring to use (from the config or
 // from Vault's environment).
-func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) (Config, keyring.Keyring, error) {
-	var cfg Config
+func (p params) resolve(ctx context.Context, base Config, pick func(Config) keyring.Keyring) (Config, keyring.Keyring, error) {
+	cfg := base
 	if name, ok := p.values[paramConfig]; ok {
 		c, found := lookupConfig(name)
 		if !found {
@@ -273,7 +281,7 @@ func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) 
 			}
 		}
 		if kr != nil {
-			return cfg, nil, fmt.Errorf("parameter %s: not allowed with config=%s, whose keyring is set", paramKEK, p.values[paramConfig])
+			return cfg, nil, fmt.Errorf("parameter %s: not allowed with %s, whose keyring is set", paramKEK, p.configName())
 		}
 		k, err := keyring.OpenKeeper(ctx, kek, keyring.KeeperOptions{KeyID: p.values[paramKEKID]})
 		if err != nil {
@@ -284,7 +292,7 @@ func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) 
 	if kr != nil {
 		for _, k := range []string{paramKey, paramMount} {
 			if _, ok := p.values[k]; ok {
-				return cfg, nil, fmt.Errorf("parameter %s: not allowed with config=%s, whose keyring is set", k, p.values[paramConfig])
+				return cfg, nil, fmt.Errorf("parameter %s: not allowed with %s, whose keyring is set", k, p.configName())
 			}
 		}
 		return cfg, kr, nil
@@ -310,10 +318,25 @@ func (p params) resolve(ctx context.Context, pick func(Config) keyring.Keyring) 
 	return cfg, v, nil
 }
 
-// opener opens enc+<inner> URLs.
-type opener struct{ inner string }
+// URLOpener opens the enc+ URLs of one inner scheme, in gocloud's style: it is what
+// Register puts on a mux. Register one of your own on a pubsub.URLMux to give its URLs a
+// configuration (a keyring, options) without the process-wide RegisterConfig:
+//
+//	mux := new(pubsub.URLMux)
+//	o := &encurl.URLOpener{Inner: "kafka", Config: encurl.Config{Keyring: keys}}
+//	mux.RegisterTopic("enc+kafka", o)
+//	mux.RegisterSubscription("enc+kafka", o)
+//	top, err := mux.OpenTopic(ctx, "enc+kafka://orders")
+type URLOpener struct {
+	// Inner is the scheme of the inner URL, the part after "enc+": "kafka", "mem", ...
+	Inner string
+	// Config is the configuration of URLs without config=; a config= parameter
+	// replaces it.
+	Config Config
+}
 
-func (o opener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+// OpenTopicURL opens an encrypting topic (pubsub.TopicURLOpener).
+func (o *URLOpener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
 	t, err := o.openTopic(ctx, u)
 	if err != nil {
 		return nil, fmt.Errorf("encurl: open topic %s: %w", redacted(u), err)
@@ -321,12 +344,12 @@ func (o opener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic, er
 	return t, nil
 }
 
-func (o opener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+func (o *URLOpener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
 	p, err := parseURL(u, "topic")
 	if err != nil {
 		return nil, err
 	}
-	cfg, kr, err := p.resolve(ctx, func(c Config) keyring.Keyring { return c.Topic.Keyring })
+	cfg, kr, err := p.resolve(ctx, o.Config, func(c Config) keyring.Keyring { return c.Topic.Keyring })
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +382,8 @@ func (o opener) openTopic(ctx context.Context, u *url.URL) (*pubsub.Topic, error
 	return newTopic(ct), nil
 }
 
-func (o opener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+// OpenSubscriptionURL opens a decrypting subscription (pubsub.SubscriptionURLOpener).
+func (o *URLOpener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
 	s, err := o.openSubscription(ctx, u)
 	if err != nil {
 		return nil, fmt.Errorf("encurl: open subscription %s: %w", redacted(u), err)
@@ -367,12 +391,12 @@ func (o opener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsub.Su
 	return s, nil
 }
 
-func (o opener) openSubscription(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+func (o *URLOpener) openSubscription(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
 	p, err := parseURL(u, "subscription")
 	if err != nil {
 		return nil, err
 	}
-	cfg, kr, err := p.resolve(ctx, func(c Config) keyring.Keyring { return c.Subscription.Keyring })
+	cfg, kr, err := p.resolve(ctx, o.Config, func(c Config) keyring.Keyring { return c.Subscription.Keyring })
 	if err != nil {
 		return nil, err
 	}
@@ -402,5 +426,5 @@ func (o opener) openSubscription(ctx context.Context, u *url.URL) (*pubsub.Subsc
 		}
 		return nil, err
 	}
-	return newSubscription(cs, dlq, broker.CapabilitiesFor(o.inner).CanNack, log), nil
+	return newSubscription(cs, dlq, broker.CapabilitiesFor(o.Inner).CanNack, log), nil
 }

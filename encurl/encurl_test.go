@@ -391,3 +391,50 @@ func TestFreshKeyPerMessage(t *testing.T) {
 		t.Errorf("counts %+v, want none undecryptable", c)
 	}
 }
+
+// TestURLOpenerOnOwnMux: a URLOpener registered on an application's own mux carries its
+// configuration (here the keyring), with no process-wide RegisterConfig and no Vault
+// variables; a keyring parameter on such a URL is refused.
+func TestURLOpenerOnOwnMux(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := vaultServer.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.NewVault(keyring.VaultOptions{Client: c, Key: keyring.DefaultKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_ADDR", "")
+	t.Setenv("VAULT_TOKEN", "")
+	mux := new(pubsub.URLMux)
+	o := &encurl.URLOpener{Inner: "mem", Config: encurl.Config{Keyring: kr}}
+	mux.RegisterTopic("enc+mem", o)
+	mux.RegisterSubscription("enc+mem", o)
+
+	top, err := mux.OpenTopic(ctx, "enc+mem://own-mux?fields=name%3Dtransit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer top.Shutdown(ctx)
+	sub, err := mux.OpenSubscription(ctx, "enc+mem://own-mux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Shutdown(ctx)
+	if err := top.Send(ctx, &pubsub.Message{Body: appBody(1)}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Ack()
+	if string(m.Body) != string(appBody(1)) {
+		t.Fatalf("received %s", m.Body)
+	}
+	if _, err := mux.OpenTopic(ctx, "enc+mem://own-mux?vault_key=other"); err == nil || !strings.Contains(err.Error(), "the URLOpener's Config") {
+		t.Fatalf("vault_key on a URL whose opener has a keyring: %v", err)
+	}
+}
