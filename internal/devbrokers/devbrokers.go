@@ -11,15 +11,15 @@ package devbrokers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/pubcrypt/pubcrypt/internal/devproc"
 )
 
 // defaultStartTimeout bounds a start when ctx has no deadline: the emulator's JVM takes
@@ -53,7 +53,7 @@ func startChild(name string, cmd *exec.Cmd) (*child, error) {
 			cmd.Stdout = f
 		}
 	}
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = devproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		c.removeLog()
 		return nil, fmt.Errorf("devbrokers: start %s: %w", name, err)
@@ -68,7 +68,7 @@ func startChild(name string, cmd *exec.Cmd) (*child, error) {
 // stop kills the process group and waits for the process; safe to call more than once.
 func (c *child) stop() {
 	c.stopOnce.Do(func() {
-		_ = kill(c.cmd.Process)
+		_ = devproc.Kill(c.cmd.Process)
 		select {
 		case <-c.exited:
 		case <-time.After(10 * time.Second):
@@ -145,16 +145,9 @@ func freePort() (int, error) {
 // CacheDir is where scripts/install-test-tools.sh installs what the tests run:
 // $PUBCRYPT_CACHE, else ${XDG_CACHE_HOME:-$HOME/.cache}/pubcrypt (as for the Vault binary).
 func CacheDir() (string, error) {
-	if d := os.Getenv("PUBCRYPT_CACHE"); d != "" {
-		return d, nil
+	d, err := devproc.CacheDir()
+	if err != nil {
+		return "", fmt.Errorf("devbrokers: %w", err)
 	}
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", errors.New("devbrokers: neither PUBCRYPT_CACHE nor a home directory is set")
-		}
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "pubcrypt"), nil
+	return d, nil
 }

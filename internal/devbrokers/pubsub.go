@@ -19,6 +19,8 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/pubcrypt/pubcrypt/internal/devproc"
 )
 
 // ErrNoPubSubEmulator is returned by StartPubSubEmulator when the emulator is not
@@ -105,7 +107,7 @@ func (e *Emulator) Stop() { e.child.stop() }
 // ErrNoPubSubEmulator.
 func FindPubSubEmulator(ctx context.Context) (string, error) {
 	if p := os.Getenv("PUBCRYPT_PUBSUB_EMULATOR"); p != "" {
-		if !isExecutable(p) {
+		if !devproc.IsExecutable(p) {
 			return "", fmt.Errorf("devbrokers: $PUBCRYPT_PUBSUB_EMULATOR=%q is not an executable file: %w", p, ErrNoPubSubEmulator)
 		}
 		return p, nil
@@ -122,7 +124,7 @@ func FindPubSubEmulator(ctx context.Context) (string, error) {
 	roots = append(roots, "/usr/lib/google-cloud-sdk", "/usr/share/google-cloud-sdk")
 	for _, root := range roots {
 		p := filepath.Join(root, "platform", "pubsub-emulator", "bin", "cloud-pubsub-emulator")
-		if isExecutable(p) {
+		if devproc.IsExecutable(p) {
 			if _, err := exec.LookPath("java"); err != nil {
 				return "", fmt.Errorf("devbrokers: %s needs java on PATH (Debian: default-jre-headless): %w", p, ErrNoPubSubEmulator)
 			}
@@ -130,11 +132,6 @@ func FindPubSubEmulator(ctx context.Context) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("devbrokers: looked under %s: %w", strings.Join(roots, ", "), ErrNoPubSubEmulator)
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 // dialAdmin opens the admin clients of the emulator, as gcppubsub's URL opener does when

@@ -31,6 +31,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/pubcrypt/pubcrypt/internal/devproc"
 )
 
 // Version is the local-kms version scripts/install-local-kms.sh builds and caches (the
@@ -121,7 +123,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = devproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		os.RemoveAll(dir)
@@ -214,37 +216,18 @@ func FindBinary(explicit string) (string, error) {
 		if c.path == "" {
 			continue
 		}
-		if !isExecutable(c.path) {
+		if !devproc.IsExecutable(c.path) {
 			return "", fmt.Errorf("devkms: %s=%q is not an executable file: %w", c.from, c.path, ErrNoBinary)
 		}
 		return c.path, nil
 	}
-	if p := cachedBinary(); p != "" && isExecutable(p) {
+	if p := cachedBinary(); p != "" && devproc.IsExecutable(p) {
 		return p, nil
 	}
 	return "", fmt.Errorf("devkms: %w", ErrNoBinary)
 }
 
-func cachedBinary() string {
-	cache := os.Getenv("PUBCRYPT_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return ""
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "pubcrypt")
-	}
-	return filepath.Join(cache, "local-kms", Version, "local-kms")
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
+func cachedBinary() string { return devproc.Cached("local-kms", Version, "local-kms") }
 
 // childEnv is the parent's environment without the variables local-kms reads (KMS_*
 // and their deprecated unprefixed names), which would otherwise configure it.
@@ -358,7 +341,7 @@ func (p *process) stop() error {
 		return nil
 	default:
 	}
-	err := kill(p.cmd.Process)
+	err := devproc.Kill(p.cmd.Process)
 	if errors.Is(err, os.ErrProcessDone) {
 		err = nil
 	}

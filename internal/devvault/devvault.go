@@ -33,6 +33,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/pubcrypt/pubcrypt/internal/devproc"
 )
 
 // VaultVersion is the Vault release scripts/install-vault.sh builds and caches.
@@ -143,12 +145,12 @@ func FindBinary(explicit string) (string, error) {
 		if c.path == "" {
 			continue
 		}
-		if !isExecutable(c.path) {
+		if !devproc.IsExecutable(c.path) {
 			return "", fmt.Errorf("devvault: %s=%q is not an executable file: %w", c.from, c.path, ErrNoBinary)
 		}
 		return c.path, nil
 	}
-	if p := cachedBinary(); p != "" && isExecutable(p) {
+	if p := cachedBinary(); p != "" && devproc.IsExecutable(p) {
 		return p, nil
 	}
 	if p, err := exec.LookPath("vault"); err == nil {
@@ -157,26 +159,7 @@ func FindBinary(explicit string) (string, error) {
 	return "", fmt.Errorf("devvault: %w", ErrNoBinary)
 }
 
-func cachedBinary() string {
-	cache := os.Getenv("PUBCRYPT_CACHE")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return ""
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "pubcrypt")
-	}
-	return filepath.Join(cache, "vault", VaultVersion, "vault")
-}
-
-func isExecutable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-}
+func cachedBinary() string { return devproc.Cached("vault", VaultVersion, "vault") }
 
 // startDev starts a dev server on a new free port; the root token goes through the
 // environment, not argv, so that ps does not show it, and -dev-no-store-token keeps the
@@ -285,7 +268,7 @@ func (s *Server) spawn(args []string, env ...string) (*process, error) {
 	cmd := exec.Command(s.bin, args...)
 	cmd.Env = append(childEnv(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = devproc.SysProcAttr()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		os.Remove(logFile.Name())
@@ -424,7 +407,7 @@ func (p *process) stop(graceful bool) error {
 	case <-p.exited:
 	default:
 		if graceful {
-			if err = terminate(p.cmd.Process); err == nil {
+			if err = devproc.Terminate(p.cmd.Process); err == nil {
 				select {
 				case <-p.exited:
 				case <-time.After(stopTimeout):
@@ -435,7 +418,7 @@ func (p *process) stop(graceful bool) error {
 		case <-p.exited:
 			err = nil
 		default:
-			if err = kill(p.cmd.Process); err != nil && errors.Is(err, os.ErrProcessDone) {
+			if err = devproc.Kill(p.cmd.Process); err != nil && errors.Is(err, os.ErrProcessDone) {
 				err = nil
 			}
 			<-p.exited
