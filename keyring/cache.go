@@ -78,7 +78,10 @@ func (c *UnwrapCache) Get(ctx context.Context, keyID, wrapped string) (*DataKey,
 		if len(pt) != DataKeySize {
 			return nil, fmt.Errorf("keyring: unwrapped data key for %q has %d bytes, want %d", keyID, len(pt), DataKeySize)
 		}
-		version, _ := wrappedVersion(wrapped)
+		var version int
+		if v, ok := c.kr.(WrappedVersioner); ok {
+			version = v.WrappedVersion(wrapped)
+		}
 		k := &DataKey{Plaintext: pt, Wrapped: wrapped, KeyID: keyID, Version: version}
 		c.add(id, k)
 		return k, nil

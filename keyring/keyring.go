@@ -52,6 +52,13 @@ type Keyring interface {
 	UnwrapDataKey(ctx context.Context, keyID, wrapped string) ([]byte, error)
 }
 
+// WrappedVersioner is implemented by a Keyring whose wrapped keys name the version of the
+// key-encryption key that wrapped them (Vault's "vault:vN:..."); UnwrapCache and the
+// receivers report it in DataKey.Version. A keyring without it reports 0 (unknown).
+type WrappedVersioner interface {
+	WrappedVersion(wrapped string) int
+}
+
 // DataKey is a data key in both forms. Plaintext must never be logged or persisted.
 type DataKey struct {
 	// Plaintext is the raw key, DataKeySize bytes.

@@ -87,3 +87,10 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
+
+// WrappedVersion reads the version of the stub's Vault-shaped wrapped keys, as the Vault
+// keyring does.
+func (s *stubKeyring) WrappedVersion(wrapped string) int {
+	n, _ := CiphertextVersion(wrapped)
+	return n
+}

@@ -284,6 +284,13 @@ func decodeKey(field any) ([]byte, error) {
 	return key, nil
 }
 
+// WrappedVersion is the version of the transit key that wrapped a data key, 0 if the
+// text is not Vault's ciphertext (keyring.WrappedVersioner).
+func (v *Vault) WrappedVersion(wrapped string) int {
+	n, _ := wrappedVersion(wrapped)
+	return n
+}
+
 // CiphertextVersion returns N of a Vault Transit ciphertext "vault:vN:...", the form of
 // Vault's wrapped data keys and of transit and deterministic field values
 // (docs/FIELDS.md); ok is false for any other text. It is the one reader of that form:
