@@ -1,7 +1,9 @@
 // Package keyring is where pubcrypt gets its keys. A Keyring wraps and unwraps data keys
-// under a key-encryption key that never leaves the key service (HashiCorp Vault's Transit
-// engine in Vault). The data key is what encrypts messages, locally, with AES-256-GCM: the
-// key service sees one request per data key, not one per message.
+// under a key-encryption key that never leaves the key service: Vault's Transit engine
+// (Vault), or any gocloud.dev/secrets keeper opened by URL — AWS KMS, Google Cloud KMS,
+// Azure Key Vault, Vault through gocloud, a local key (Keeper). The interface names no
+// service. The data key is what encrypts messages, locally, with AES-256-GCM: the key
+// service sees one request per data key, not one per message.
 //
 // The send side asks DataKeys for the current key; DataKeys replaces it when a limit the
 // user set is reached (age, messages, bytes), or hands out a fresh key per message. The
@@ -9,8 +11,9 @@
 // under one data key costs one call to the key service, and collapses concurrent misses
 // for the same wrapped key into one call.
 //
-// Field-level encryption needs more of the key service than data keys: *Vault also
-// implements FieldKeyring (Transit encryption as a service in batches, deterministic
+// Field-level encryption in its modes other than envelope needs more of the key service
+// than data keys, a capability a keyring has or has not: *Vault also implements
+// FieldKeyring (Transit encryption as a service in batches, deterministic
 // encryption under derived convergent keys, format-preserving-encryption keys derived
 // inside Vault), and Transform adapts Vault Enterprise's Transform engine.
 //
