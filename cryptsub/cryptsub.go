@@ -27,8 +27,8 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
+	"github.com/pubcrypt/pubcrypt/internal/codec"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
-	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -104,13 +104,12 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Subscription receives and decrypts messages from the subscription it wraps.
+// Subscription receives and decrypts messages from the subscription it wraps; the
+// decryption itself is internal/codec's.
 type Subscription struct {
-	sub            *pubsub.Subscription
-	keys           *keyring.UnwrapCache
-	fields         *fields.Opener // nil if the keyring cannot do field-level encryption
-	allowPlaintext bool
-	log            *slog.Logger
+	sub   *pubsub.Subscription
+	codec *codec.Opener
+	log   *slog.Logger
 }
 
 // New wraps s.
@@ -125,17 +124,13 @@ func New(s *pubsub.Subscription, opts Options) (*Subscription, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cs := &Subscription{
-		sub:            s,
-		keys:           keyring.NewUnwrapCache(opts.Keyring, opts.Cache),
-		allowPlaintext: opts.AllowPlaintext,
-		log:            log,
+	// A keyring without the FieldKeyring capability (a KMS by URL) opens whole bodies and
+	// the envelope field mode, which need data keys only; the other field modes need Vault.
+	o, err := codec.NewOpener(codec.OpenOptions{Keyring: opts.Keyring, Cache: opts.Cache, AllowPlaintext: opts.AllowPlaintext})
+	if err != nil {
+		return nil, fmt.Errorf("cryptsub: %w", err)
 	}
-	// A keyring without the FieldKeyring capability (a KMS by URL) opens the envelope
-	// field mode, which needs data keys only; fields of the other modes need Vault.
-	fk, _ := opts.Keyring.(keyring.FieldKeyring)
-	cs.fields = fields.NewOpener(fk, cs.keys)
-	return cs, nil
+	return &Subscription{sub: s, codec: o, log: log}, nil
 }
 
 // Open opens the subscription at url (kafka://group?topic=purchases_encrypted,
@@ -161,16 +156,11 @@ func (s *Subscription) Receive(ctx context.Context) (*pubsub.Message, error) {
 	return m, err
 }
 
-// Info describes how a received message was protected.
-type Info struct {
-	// Encrypted is false for a message passed through by Options.AllowPlaintext.
-	Encrypted bool
-	// Fields is true for a message whose JSON fields were protected rather than its body.
-	Fields bool
-	// KeyID and KeyVersion name the key-encryption key that wrapped the data key.
-	KeyID      string
-	KeyVersion int
-}
+// Info describes how a received message was protected: Encrypted (false for a message
+// passed through by Options.AllowPlaintext), Fields (JSON fields were protected rather
+// than the body), and KeyID and KeyVersion of the key-encryption key that wrapped the
+// data key.
+type Info = codec.Info
 
 // ReceiveInfo is Receive that also says how the message was protected (which key
 // version, for instance, to watch a rotation take effect).
@@ -179,7 +169,7 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 	if err != nil {
 		return nil, Info{}, err
 	}
-	info, err := s.open(ctx, m)
+	info, err := s.codec.Open(ctx, m)
 	if err != nil {
 		s.log.WarnContext(ctx, "message not decrypted", "id", m.LoggableID, "err", err)
 		return nil, info, &DecryptError{Message: m, Err: err}
@@ -227,46 +217,7 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 		cancel()
 	}
 
-	infos := make([]Info, len(msgs))
-	errs := make([]error, len(msgs))
-	var batch []fields.Received
-	var refs []int
-	var envs []*envelope.Envelope // of the field-level messages, for their key versions
-	// Whole-body messages are opened one by one. Once the key service has failed for one
-	// of them (a fault of the environment: Vault down, silent, refusing the token), the
-	// others of the batch are opened only under keys already cached: asking for each
-	// again would cost a retry or a whole timeout per message, up to a hundred of them,
-	// before the caller even learns of the outage. They get the same fault, never acked.
-	var outage error
-	for i, m := range msgs {
-		if fields.IsFields(m.Metadata) && s.fields != nil {
-			info, env := fieldsInfo(m)
-			infos[i] = info
-			batch = append(batch, fields.Received{Body: m.Body, Metadata: m.Metadata})
-			refs = append(refs, i)
-			envs = append(envs, env)
-			continue
-		}
-		if outage != nil {
-			infos[i], errs[i] = s.openCached(m, outage)
-			continue
-		}
-		infos[i], errs[i] = s.open(ctx, m)
-		if errs[i] != nil && fault.ClassOf(errs[i]) == fault.Environment {
-			outage = errs[i]
-		}
-	}
-	if len(batch) > 0 {
-		for j, r := range s.fields.OpenBatch(ctx, batch) {
-			i := refs[j]
-			infos[i].KeyVersion = s.keyVersion(envs[j])
-			if r.Err != nil {
-				errs[i] = r.Err
-				continue
-			}
-			msgs[i].Body, msgs[i].Metadata = r.Body, r.Metadata
-		}
-	}
+	infos, errs := s.codec.OpenBatch(ctx, msgs)
 	for i, err := range errs {
 		if err != nil {
 			s.log.WarnContext(ctx, "message not decrypted", "id", msgs[i].LoggableID, "err", err)
@@ -281,110 +232,7 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 // refused, the key missing) on a broker that cannot redeliver it (Kafka has no Nack). On
 // error m is left as it was.
 func (s *Subscription) Decrypt(ctx context.Context, m *pubsub.Message) (Info, error) {
-	return s.open(ctx, m)
-}
-
-// open decrypts m in place; on error m is left exactly as received.
-func (s *Subscription) open(ctx context.Context, m *pubsub.Message) (Info, error) {
-	if fields.IsFields(m.Metadata) {
-		return s.openFields(ctx, m)
-	}
-	return s.openBody(m, func(keyID, wrapped string) (*keyring.DataKey, error) {
-		return s.keys.Get(ctx, keyID, wrapped)
-	})
-}
-
-// openCached opens a whole-body message if its data key is cached, and otherwise
-// returns outage, the key service's fault met by an earlier message, without asking it.
-func (s *Subscription) openCached(m *pubsub.Message, outage error) (Info, error) {
-	return s.openBody(m, func(keyID, wrapped string) (*keyring.DataKey, error) {
-		if k := s.keys.Cached(keyID, wrapped); k != nil {
-			return k, nil
-		}
-		return nil, outage
-	})
-}
-
-// openBody decrypts a whole-body message in place under the data key dataKey returns.
-func (s *Subscription) openBody(m *pubsub.Message, dataKey func(keyID, wrapped string) (*keyring.DataKey, error)) (Info, error) {
-	env, err := envelope.Parse(m.Metadata)
-	if err != nil {
-		if s.allowPlaintext && errors.Is(err, envelope.ErrNoEnvelope) {
-			return Info{}, nil
-		}
-		return Info{}, err
-	}
-	info := Info{Encrypted: true, KeyID: env.KeyID}
-	key, err := dataKey(env.KeyID, env.Wrapped)
-	if err != nil {
-		return info, err
-	}
-	info.KeyVersion = key.Version
-	aead, err := key.AEAD()
-	if err != nil {
-		return info, err
-	}
-	body, md, err := env.Open(aead, m.Body, m.Metadata)
-	if err != nil {
-		return info, err
-	}
-	m.Body, m.Metadata = body, md
-	return info, nil
-}
-
-// openFields restores the protected fields of a field-level message (docs/FIELDS.md).
-func (s *Subscription) openFields(ctx context.Context, m *pubsub.Message) (Info, error) {
-	info, env := fieldsInfo(m)
-	if s.fields == nil {
-		return info, errors.New("message has protected fields, but the keyring cannot do field-level encryption (keyring.Vault can)")
-	}
-	body, md, err := s.fields.Open(ctx, m.Body, m.Metadata)
-	info.KeyVersion = s.keyVersion(env)
-	if err != nil {
-		return info, err
-	}
-	m.Body, m.Metadata = body, md
-	return info, nil
-}
-
-// fieldsInfo describes a field-level message from its envelope entries, before it is
-// opened, and returns them (nil if they do not parse) for keyVersion once it has been.
-func fieldsInfo(m *pubsub.Message) (Info, *envelope.Envelope) {
-	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey]}
-	env, err := envelope.Parse(withoutManifest(m.Metadata))
-	if err != nil {
-		return info, nil
-	}
-	info.KeyID = env.KeyID
-	return info, env
-}
-
-// keyVersion is the version of the key-encryption key that wrapped env's data key, as the
-// keyring reported it when it unwrapped the key. The wrapped key is the key service's own
-// format, which only the keyring reads; the field opener unwraps through s.keys, so a key
-// it unwrapped is in that cache, with its DataKey.Version. 0 (unknown, as for a whole-body
-// message) if env did not parse, if the data key was not unwrapped (the message failed
-// before, or the key service refused it) or if it has left the cache since (a batch with
-// more data keys than the cache holds).
-func (s *Subscription) keyVersion(env *envelope.Envelope) int {
-	if env == nil {
-		return 0
-	}
-	if k := s.keys.Cached(env.KeyID, env.Wrapped); k != nil {
-		return k.Version
-	}
-	return 0
-}
-
-// withoutManifest returns md without the field manifest, to read the envelope entries.
-func withoutManifest(md map[string]string) map[string]string {
-	out := make(map[string]string, len(md))
-	for k, v := range md {
-		if k != fields.ManifestKey {
-			out[k] = v
-		}
-	}
-	return out
+	return s.codec.Open(ctx, m)
 }
 
 // Shutdown stops receiving and closes the wrapped subscription.

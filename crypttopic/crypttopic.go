@@ -32,7 +32,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
-	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/codec"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
@@ -78,18 +78,12 @@ var ErrTooLarge = broker.ErrTooLarge
 // ProtectKey entry or a type's struct tags at send (a fault of that message).
 var ErrFieldPolicy = fields.ErrPolicy
 
-// errNilMessage is the fault of a nil message: there is nothing to send, ever.
-var errNilMessage = fault.New(fault.Message, "nil message")
-
-// Topic encrypts messages and sends them on the topic it wraps.
+// Topic encrypts messages and sends them on the topic it wraps; the protection itself is
+// internal/codec's.
 type Topic struct {
-	topic     *pubsub.Topic
-	keys      *keyring.DataKeys
-	sensitive []string
-	log       *slog.Logger
-	fields    FieldPolicy
-	sealer    *fields.Sealer // nil if the keyring cannot do field-level encryption
-	limits    broker.Limits  // of Options.Broker; zero: no check
+	topic *pubsub.Topic
+	codec *codec.Sealer
+	log   *slog.Logger
 }
 
 // New wraps t. The caller keeps ownership of t only through the returned Topic: shut it
@@ -101,21 +95,10 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	if opts.Keyring == nil {
 		return nil, errors.New("crypttopic: Options.Keyring is required")
 	}
-	keys, err := keyring.NewDataKeys(opts.Keyring, opts.Reuse)
-	if err != nil {
-		return nil, fmt.Errorf("crypttopic: %w", err)
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	ct := &Topic{topic: t, keys: keys, sensitive: append([]string(nil), opts.SensitiveMetadata...), log: log, fields: opts.Fields}
-	if opts.Broker != "" {
-		ct.limits = broker.LimitsFor(opts.Broker)
-	}
-	// A keyring without the FieldKeyring capability (a KMS by URL) protects fields in the
-	// envelope mode, which needs data keys only; CheckPolicy refuses the other modes.
-	fk, _ := opts.Keyring.(keyring.FieldKeyring)
 	fkeys := opts.FieldKeys
 	if fkeys.Transit == "" {
 		if named, ok := opts.Keyring.(interface{ KeyID() string }); ok {
@@ -128,16 +111,29 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	if fkeys.FPE == "" {
 		fkeys.FPE = DefaultFieldKeys.FPE
 	}
-	ct.sealer = fields.NewSealer(fk, keys, fkeys, fields.SealerOptions{FPERefresh: opts.FPERefresh})
-	if len(opts.Fields) > 0 {
-		if err := ct.sealer.CheckPolicy(opts.Fields); err != nil {
-			if !errors.Is(err, ErrFieldPolicy) {
-				err = fmt.Errorf("%w: %w", ErrFieldPolicy, err) // a manifest too long, say
-			}
-			return nil, fmt.Errorf("crypttopic: Options.Fields: %w", err)
-		}
+	var limits broker.Limits
+	if opts.Broker != "" {
+		limits = broker.LimitsFor(opts.Broker)
 	}
-	return ct, nil
+	// A keyring without the FieldKeyring capability (a KMS by URL) protects fields in the
+	// envelope mode, which needs data keys only; the codec refuses the other modes here.
+	s, err := codec.NewSealer(codec.SealOptions{
+		Keyring:           opts.Keyring,
+		Reuse:             opts.Reuse,
+		SensitiveMetadata: opts.SensitiveMetadata,
+		Fields:            opts.Fields,
+		FieldKeys:         fkeys,
+		FPERefresh:        opts.FPERefresh,
+		Limits:            limits,
+		Logger:            log,
+	})
+	if errors.Is(err, ErrFieldPolicy) {
+		return nil, fmt.Errorf("crypttopic: Options.Fields: %w", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("crypttopic: %w", err)
+	}
+	return &Topic{topic: t, codec: s, log: log}, nil
 }
 
 // Open opens the topic at url (kafka://purchases, mem://purchases, or any scheme
@@ -167,51 +163,28 @@ func Open(ctx context.Context, url string, opts Options) (*Topic, error) {
 // reached, nothing is sent. The error's class (fault.ClassOf) says whether m itself is at
 // fault (fault.Message) or the environment (fault.Environment); see the package comment.
 func (t *Topic) Send(ctx context.Context, m *pubsub.Message) error {
-	if m == nil {
-		return fmt.Errorf("crypttopic: send: %w", errNilMessage)
-	}
-	p, err := t.policyFor(m)
-	if err != nil {
-		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
-	}
-	if len(p) > 0 {
-		out, errs, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
-		if err != nil {
-			return err
-		}
-		if errs != nil {
-			return fmt.Errorf("crypttopic: send: fields not protected, message not sent: %w", errs[0])
-		}
-		return t.send(ctx, out[0])
-	}
-	sealed, err := t.seal(ctx, m)
-	if err != nil {
-		return err
-	}
-	return t.send(ctx, sealed)
+	return t.sendWith(ctx, m, nil)
 }
 
-// send sends an encrypted message if it fits the broker's limits (Options.Broker).
-func (t *Topic) send(ctx context.Context, m *pubsub.Message) error {
-	if err := t.fits(m); err != nil {
+// sendWith seals m, under policies[0] if policies is not nil, and sends it.
+func (t *Topic) sendWith(ctx context.Context, m *pubsub.Message, policies []FieldPolicy) error {
+	out, errs, err := t.codec.Seal(ctx, []*pubsub.Message{m}, policies)
+	if err == nil && errs != nil {
+		err = errs[0]
+	}
+	if err != nil {
 		return fmt.Errorf("crypttopic: send: message not sent: %w", err)
 	}
-	if err := t.topic.Send(ctx, m); err != nil {
+	if err := t.topic.Send(ctx, out[0]); err != nil {
 		return brokerFault(err)
 	}
 	return nil
 }
 
-// fits checks an encrypted message against the broker's limits. Too large is the
-// message's fault: it would be refused again.
-func (t *Topic) fits(m *pubsub.Message) error {
-	return fault.Mark(t.limits.Check(m.Body, m.Metadata), fault.Message)
-}
-
 // brokerFault classifies a failure of the wrapped topic's Send: the environment's (the
 // broker is down, the topic missing, the credentials refused). The class of an error the
 // driver classified itself is kept; gocloud's drivers classify none, and a message too
-// large for the broker is refused by fits before it gets there.
+// large for the broker is refused by the codec before it gets there.
 func brokerFault(err error) error {
 	var c fault.Classifier
 	if errors.As(err, &c) {
@@ -220,42 +193,12 @@ func brokerFault(err error) error {
 	return fault.Mark(err, fault.Environment)
 }
 
-// seal encrypts the whole body of m (docs/FORMAT.md).
-func (t *Topic) seal(ctx context.Context, m *pubsub.Message) (*pubsub.Message, error) {
-	key, seq, err := t.keys.Take(ctx, len(m.Body))
-	if err != nil {
-		t.log.ErrorContext(ctx, "no data key: message not sent", "class", fault.ClassOf(err), "err", err)
-		return nil, fmt.Errorf("crypttopic: send: no data key, message not sent: %w", err)
-	}
-	if seq == 0 {
-		t.log.InfoContext(ctx, "new data key", "key", key.KeyID, "version", key.Version)
-	}
-	aead, err := key.AEAD()
-	if err != nil {
-		// A data key that is not one: the keyring's fault.
-		return nil, fault.Mark(fmt.Errorf("crypttopic: send: %w", err), fault.Environment)
-	}
-	body, md, err := envelope.Seal(envelope.SealInput{
-		AEAD:      aead,
-		KeyID:     key.KeyID,
-		Wrapped:   key.Wrapped,
-		Seq:       seq,
-		Body:      m.Body,
-		Metadata:  m.Metadata,
-		Sensitive: t.sensitive,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("crypttopic: send: message not sent: %w", err)
-	}
-	return &pubsub.Message{Body: body, Metadata: md, BeforeSend: m.BeforeSend, AfterSend: m.AfterSend}, nil
-}
-
 // Check makes sure a data key can be had now — the key service reachable, the token
 // allowed, the key present — so that a producer fails when it starts rather than at its
 // first message. It costs one key-service call unless a key is cached, and the key it
 // gets serves the next messages.
 func (t *Topic) Check(ctx context.Context) error {
-	if _, _, err := t.keys.TakeN(ctx, 1, 0); err != nil {
+	if err := t.codec.Check(ctx); err != nil {
 		return fmt.Errorf("crypttopic: no data key: %w", err)
 	}
 	return nil

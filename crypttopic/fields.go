@@ -3,7 +3,6 @@ package crypttopic
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"gocloud.dev/pubsub"
 
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/codec"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
@@ -54,7 +54,7 @@ const (
 // ProtectKey is the metadata key of a per-message policy: a message whose metadata holds
 // ProtectKey: "name=transit,card_number=fpe(bin,luhn)" is protected by that policy
 // instead of Options.Fields. The entry itself is not sent.
-const ProtectKey = "pubcrypt-protect"
+const ProtectKey = codec.ProtectKey
 
 // DefaultFieldKeys are the key names used when Options.FieldKeys leaves one empty; the
 // transit key defaults to the keyring's own key.
@@ -85,14 +85,7 @@ func (t *Topic) SendValue(ctx context.Context, v any, md map[string]string) erro
 	if len(p) == 0 {
 		return t.Send(ctx, m)
 	}
-	out, errs, err := t.protect(ctx, []*pubsub.Message{m}, []FieldPolicy{p})
-	if err != nil {
-		return err
-	}
-	if errs != nil {
-		return fmt.Errorf("crypttopic: send value: fields not protected, message not sent: %w", errs[0])
-	}
-	return t.send(ctx, out[0])
+	return t.sendWith(ctx, m, []FieldPolicy{p})
 }
 
 // BatchError is the error of SendBatch when some of its messages cannot be sent for a
@@ -157,67 +150,22 @@ func (e *BatchError) FaultClass() fault.Class { return fault.Message }
 // then joins the failures of individual sends (class fault.Environment), and the messages
 // whose sends did not fail may have reached the broker.
 func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
-	errs := make([]error, len(msgs))
-	nbad := 0
-	bad := func(i int, err error) {
-		errs[i] = fmt.Errorf("message %d: %w", i, err)
-		nbad++
+	out, errs, err := t.codec.Seal(ctx, msgs, nil)
+	if err != nil {
+		return fmt.Errorf("crypttopic: send batch, none sent: %w", err)
 	}
-	var fieldMsgs []*pubsub.Message
-	var policies []FieldPolicy
-	out := make([]*pubsub.Message, len(msgs))
-	var fieldIdx []int
-	for i, m := range msgs {
-		if m == nil {
-			bad(i, errNilMessage)
-			continue
-		}
-		p, err := t.policyFor(m)
-		if err != nil {
-			bad(i, err)
-			continue
-		}
-		if len(p) == 0 {
-			sealed, err := t.seal(ctx, m)
-			if err != nil {
-				if fault.IsMessage(err) {
-					bad(i, err)
-					continue
-				}
-				return fmt.Errorf("crypttopic: send batch: message %d, and so none: %w", i, err)
+	if errs != nil {
+		nbad := 0
+		for i, e := range errs {
+			if e != nil {
+				errs[i] = fmt.Errorf("message %d: %w", i, e)
+				nbad++
 			}
-			out[i] = sealed
-			continue
 		}
-		fieldMsgs, policies, fieldIdx = append(fieldMsgs, m), append(policies, p), append(fieldIdx, i)
-	}
-	if len(fieldMsgs) > 0 {
-		protected, ferrs, err := t.protect(ctx, fieldMsgs, policies)
-		if err != nil {
-			return err
-		}
-		for j, i := range fieldIdx {
-			if ferrs != nil {
-				if ferrs[j] != nil {
-					bad(i, fmt.Errorf("fields not protected: %w", ferrs[j]))
-				}
-				continue
-			}
-			out[i] = protected[j]
-		}
-	}
-	for i, m := range out { // fail closed for the batch: check every message before sending any
-		if m == nil {
-			continue
-		}
-		if err := t.fits(m); err != nil {
-			bad(i, err)
-		}
-	}
-	if nbad > 0 {
 		t.log.WarnContext(ctx, "messages cannot be protected: batch not sent", "messages", len(msgs), "at_fault", nbad)
 		return &BatchError{Errs: errs}
 	}
+	errs = make([]error, len(out))
 	var wg sync.WaitGroup
 	for i, m := range out {
 		wg.Go(func() {
@@ -281,50 +229,4 @@ func (e *sendError) Unwrap() []error {
 		}
 	}
 	return out
-}
-
-// policyFor returns the field policy of m: its ProtectKey entry, else Options.Fields;
-// empty means the whole body is encrypted.
-func (t *Topic) policyFor(m *pubsub.Message) (FieldPolicy, error) {
-	if tag, ok := m.Metadata[ProtectKey]; ok {
-		p, err := fields.ParsePolicy(tag)
-		if err != nil {
-			return nil, fmt.Errorf("metadata %s: %w", ProtectKey, err)
-		}
-		return p, nil
-	}
-	return t.fields, nil
-}
-
-// protect runs the field codec over a batch; nothing is returned unless every message
-// could be protected. errs, when not nil, has one entry per message, non-nil for each
-// message at fault (and nothing else failed); err is any other failure.
-func (t *Topic) protect(ctx context.Context, msgs []*pubsub.Message, policies []FieldPolicy) (out []*pubsub.Message, errs []error, err error) {
-	in := make([]fields.Input, len(msgs))
-	for i, m := range msgs {
-		md := m.Metadata
-		if _, ok := md[ProtectKey]; ok {
-			md = make(map[string]string, len(m.Metadata))
-			for k, v := range m.Metadata {
-				if k != ProtectKey {
-					md[k] = v
-				}
-			}
-		}
-		in[i] = fields.Input{Body: m.Body, Metadata: md, Policy: policies[i]}
-	}
-	res, err := t.sealer.Protect(ctx, in)
-	var be *fields.BatchError
-	if errors.As(err, &be) && len(be.Errs) == len(msgs) {
-		return nil, be.Errs, nil
-	}
-	if err != nil {
-		t.log.ErrorContext(ctx, "fields not protected: messages not sent", "messages", len(msgs), "class", fault.ClassOf(err), "err", err)
-		return nil, nil, fmt.Errorf("crypttopic: protect fields, message(s) not sent: %w", err)
-	}
-	out = make([]*pubsub.Message, len(res))
-	for i, r := range res {
-		out[i] = &pubsub.Message{Body: r.Body, Metadata: r.Metadata, BeforeSend: msgs[i].BeforeSend, AfterSend: msgs[i].AfterSend}
-	}
-	return out, nil, nil
 }
