@@ -222,7 +222,7 @@ func (s *Sealer) sealBody(ctx context.Context, m *pubsub.Message) (*pubsub.Messa
 		Wrapped:   key.Wrapped,
 		Seq:       seq,
 		Body:      m.Body,
-		Metadata:  m.Metadata,
+		Metadata:  withoutProtect(m.Metadata), // an empty per-message policy: the whole body
 		Sensitive: s.sensitive,
 	})
 	if err != nil {
