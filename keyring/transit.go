@@ -237,20 +237,59 @@ type batchResult struct {
 // max_request_size): a large batch goes as several requests instead of being refused as a
 // whole, so that a refusal for size (ErrValueRefused) is about one value, never about
 // how many values were sent together.
+//
+// A batch of at least 2·minParallelItems items is sent as up to maxInFlight requests at
+// once, of equal size: Vault works through the items of one request one after the other,
+// so requests in flight together use more of its cores, and no request is smaller than
+// minParallelItems items, so the calls per message stay low (at most one per 250 items).
 const (
-	maxBatchItems = 1000
-	maxBatchBytes = 8 << 20
+	maxBatchItems    = 1000
+	maxBatchBytes    = 8 << 20
+	minParallelItems = 250
+	maxInFlight      = 4
 )
 
-// batch sends in as batch_input requests of at most maxBatchItems items and
-// maxBatchBytes bytes and returns batch_results, one per input, in order. The error is a
-// failure of a request as a whole; a value Vault refuses for its size fails alone, in its
-// item's result (see splitRefused).
+// batch sends in as batch_input requests (see maxBatchItems, maxInFlight) and returns
+// batch_results, one per input, in order. The error is a failure of a request as a
+// whole; a value Vault refuses for its size fails alone, in its item's result (see
+// splitRefused).
 func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+	chunks := splitBatch(in)
+	if len(chunks) == 1 {
+		return v.splitRefused(ctx, op, key, path, in)
+	}
+	results := make([][]batchResult, len(chunks))
+	errs := make([]error, len(chunks))
+	sem := make(chan struct{}, maxInFlight)
+	var wg sync.WaitGroup
+	for i, c := range chunks {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i], errs[i] = v.splitRefused(ctx, op, key, path, c)
+		})
+	}
+	wg.Wait()
 	out := make([]batchResult, 0, len(in))
+	for i := range chunks {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		out = append(out, results[i]...)
+	}
+	return out, nil
+}
+
+// splitBatch cuts in into the requests batch sends: equal parts of at least
+// minParallelItems items, as many as maxInFlight (more if maxBatchItems requires), each
+// then cut where it would exceed maxBatchBytes.
+func splitBatch(in []map[string]string) [][]map[string]string {
+	parts := max(1, min(maxInFlight, len(in)/minParallelItems), (len(in)+maxBatchItems-1)/maxBatchItems)
+	per := (len(in) + parts - 1) / parts
+	var chunks [][]map[string]string
 	for start := 0; start < len(in); {
 		end, size := start, 2
-		for end < len(in) && end-start < maxBatchItems {
+		for end < len(in) && end-start < per {
 			n := inputSize(in[end])
 			if end > start && size+n > maxBatchBytes {
 				break
@@ -258,14 +297,13 @@ func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string
 			size += n
 			end++
 		}
-		results, err := v.splitRefused(ctx, op, key, path, in[start:end])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, results...)
+		chunks = append(chunks, in[start:end])
 		start = end
 	}
-	return out, nil
+	if len(chunks) == 0 {
+		chunks = append(chunks, in)
+	}
+	return chunks
 }
 
 // inputSize is the size in bytes of one batch_input element as JSON, near enough.

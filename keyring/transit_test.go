@@ -572,3 +572,47 @@ func noSecrets(t *testing.T, err error, items []TransitItem) {
 		}
 	}
 }
+
+// TestTransitBatchInParallel: a batch of 2,000 items goes as four requests of 500 at
+// once, and every result lands on its own item (associated data binds each ciphertext to
+// its item, so a result put on another item would not decrypt).
+func TestTransitBatchInParallel(t *testing.T) {
+	ctx := context.Background()
+	key := newKey(t)
+	v := newVault(t, key, nil)
+	items := fieldItems(2000)
+	before := v.Calls()
+	encrypt(t, v, key, items)
+	if n := v.Calls() - before; n != 4 {
+		t.Errorf("EncryptBatch of 2,000 items: %d Vault calls, want 4", n)
+	}
+	dec := forDecrypt(items)
+	before = v.Calls()
+	if err := v.DecryptBatch(ctx, key, dec); err != nil {
+		t.Fatal(err)
+	}
+	if n := v.Calls() - before; n != 4 {
+		t.Errorf("DecryptBatch of 2,000 items: %d Vault calls, want 4", n)
+	}
+	for i := range dec {
+		if dec[i].Err != nil || !bytes.Equal(dec[i].Plaintext, items[i].Plaintext) {
+			t.Fatalf("item %d: %v, plaintext equal %v", i, dec[i].Err, bytes.Equal(dec[i].Plaintext, items[i].Plaintext))
+		}
+	}
+}
+
+func TestSplitBatch(t *testing.T) {
+	for _, c := range []struct{ n, parts, first int }{
+		{0, 1, 0}, {1, 1, 1}, {100, 1, 100}, {300, 1, 300}, {499, 1, 499},
+		{500, 2, 250}, {999, 3, 333}, {2000, 4, 500}, {5000, 5, 1000}, {12_000, 12, 1000},
+	} {
+		chunks := splitBatch(make([]map[string]string, c.n))
+		total := 0
+		for _, ch := range chunks {
+			total += len(ch)
+		}
+		if len(chunks) != c.parts || len(chunks[0]) != c.first || total != c.n {
+			t.Errorf("%d items: %d chunks, first %d, %d in all; want %d chunks, first %d", c.n, len(chunks), len(chunks[0]), total, c.parts, c.first)
+		}
+	}
+}
