@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/pubcrypt/pubcrypt/fault"
@@ -101,8 +102,9 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 		return nil, nil, notMessage(invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen))
 	}
 
-	visible := make([]string, 0, len(in.Metadata))
-	var hidden []string
+	// Key lists of up to eight entries stay on the stack.
+	var visibleArr, hiddenArr [8]string
+	visible, hidden := visibleArr[:0], hiddenArr[:0]
 	for k, v := range in.Metadata {
 		switch {
 		case wire.Reserved(k):
@@ -114,7 +116,7 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 		case !wire.FitsU32(len(k)) || !wire.FitsU32(len(v)):
 			return nil, nil, invalid("metadata entry %.64q longer than 2^32-1 bytes", k)
 		}
-		if slices.Contains(in.Sensitive, k) {
+		if len(in.Sensitive) > 0 && slices.Contains(in.Sensitive, k) {
 			hidden = append(hidden, k)
 		} else {
 			visible = append(visible, k)
@@ -135,10 +137,12 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 
 	nonceArr := wire.Nonce(in.Seq)
 	header := wire.FormatHeader(in.KeyID, nonceArr, len(hidden) > 0)
-	// Nonce and associated data share one small allocation.
-	buf := make([]byte, 0, wire.NonceSize+adSize(header, in.Wrapped, visible, in.Metadata))
-	nonce := append(buf, nonceArr[:]...)
-	ad := appendAD(nonce[wire.NonceSize:], header, in.Wrapped, visible, in.Metadata)
+	// Nonce and associated data live in a pooled scratch buffer: they are needed only
+	// during the AEAD call.
+	scratch := getScratch()
+	buf := append((*scratch)[:0], nonceArr[:]...)
+	buf = appendAD(buf, header, in.Wrapped, visible, in.Metadata)
+	nonce, ad := buf[:wire.NonceSize], buf[wire.NonceSize:]
 
 	if len(hidden) == 0 {
 		body = in.AEAD.Seal(make([]byte, 0, len(in.Body)+wire.TagSize), nonce, in.Body, ad)
@@ -149,6 +153,7 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 		pt = append(pt, in.Body...)
 		body = in.AEAD.Seal(pt[:0], nonce, pt, ad)
 	}
+	putScratch(scratch, buf)
 
 	md = make(map[string]string, len(visible)+2)
 	for _, k := range visible {
@@ -174,6 +179,15 @@ type Envelope struct {
 	SensitiveMeta bool
 
 	nonce [wire.NonceSize]byte // backs Nonce: one allocation per Parse
+
+	// What Parse read and checked, so that Open checks again only what was changed since.
+	parsed parsed
+}
+
+type parsed struct {
+	header, keyID, wrapped string
+	nonce                  [wire.NonceSize]byte
+	sensitive              bool
 }
 
 // Parse reads the envelope entries of received metadata. It returns ErrNoEnvelope if the
@@ -182,9 +196,18 @@ type Envelope struct {
 func Parse(md map[string]string) (*Envelope, error) {
 	header, hasHeader := md[HeaderKey]
 	wrapped, hasDEK := md[DEKKey]
-	for k := range md {
-		if wire.Reserved(k) && k != HeaderKey && k != DEKKey {
-			return nil, malformed("unknown reserved metadata key %.64q", k)
+	present := 0
+	if hasHeader {
+		present++
+	}
+	if hasDEK {
+		present++
+	}
+	if len(md) > present { // other entries: none may be reserved
+		for k := range md {
+			if wire.Reserved(k) && k != HeaderKey && k != DEKKey {
+				return nil, malformed("unknown reserved metadata key %.64q", k)
+			}
 		}
 	}
 	switch {
@@ -208,6 +231,7 @@ func Parse(md map[string]string) (*Envelope, error) {
 		Wrapped:       wrapped,
 		SensitiveMeta: sensitive,
 		nonce:         nonce,
+		parsed:        parsed{header, keyID, wrapped, nonce, sensitive},
 	}
 	e.Nonce = e.nonce[:]
 	return e, nil
@@ -228,14 +252,18 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 	}
 	// The header is what the associated data binds; the fields must agree with it, since
 	// e.Nonce is what goes to GCM and SensitiveMeta decides how the plaintext is read.
-	keyID, nonce, sensitive, err := parseHeader(e.Header)
-	if err != nil {
-		return nil, nil, err
+	// Fields as Parse left them were checked there.
+	p := &e.parsed
+	if e.Header != p.header || e.KeyID != p.keyID || string(e.Nonce) != string(p.nonce[:]) || e.SensitiveMeta != p.sensitive {
+		keyID, nonce, sensitive, err := parseHeader(e.Header)
+		if err != nil {
+			return nil, nil, err
+		}
+		if keyID != e.KeyID || string(nonce[:]) != string(e.Nonce) || sensitive != e.SensitiveMeta {
+			return nil, nil, malformed("envelope fields disagree with its header")
+		}
 	}
-	if keyID != e.KeyID || string(nonce[:]) != string(e.Nonce) || sensitive != e.SensitiveMeta {
-		return nil, nil, malformed("envelope fields disagree with its header")
-	}
-	if !wire.ValidValue(e.Wrapped) {
+	if e.Wrapped != p.wrapped && !wire.ValidValue(e.Wrapped) {
 		return nil, nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
 	}
 	if len(body) < wire.TagSize {
@@ -245,7 +273,8 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 		return nil, nil, malformed("body longer than GCM allows")
 	}
 
-	keys := clearKeys(md)
+	var keysArr [8]string
+	keys := clearKeys(keysArr[:0], md)
 	if !wire.FitsU32(len(keys)) {
 		return nil, nil, malformed("more than 2^32-1 metadata entries")
 	}
@@ -254,17 +283,24 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 			return nil, nil, malformed("metadata entry longer than 2^32-1 bytes")
 		}
 	}
-	ad := buildAD(e.Header, e.Wrapped, keys, md)
+	scratch := getScratch()
+	ad := appendAD((*scratch)[:0], e.Header, e.Wrapped, keys, md)
 	pt, err := aead.Open(make([]byte, 0, len(body)-wire.TagSize), e.Nonce, body, ad)
+	putScratch(scratch, ad)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (key %q)", ErrAuth, e.KeyID)
 	}
 
-	out := make(map[string]string, len(keys)+1)
+	var out map[string]string
+	if len(keys) == 0 && !e.SensitiveMeta {
+		out = make(map[string]string) // no group allocated until an entry is added
+	} else {
+		out = make(map[string]string, len(keys)+1)
+	}
 	for _, k := range keys {
 		out[k] = md[k]
 	}
-	if sensitive {
+	if e.SensitiveMeta {
 		n, err := parseBlock(pt, out)
 		if err != nil {
 			return nil, nil, err
@@ -293,4 +329,20 @@ func notMessage(err error) error { return fault.Mark(err, fault.Environment) }
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
+}
+
+// scratchPool holds buffers for the nonce and the associated data, which live only for
+// one AEAD call.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getScratch() *[]byte { return scratchPool.Get().(*[]byte) }
+
+// putScratch returns a buffer, as grown to used, unless it grew beyond what is worth
+// keeping.
+func putScratch(p *[]byte, used []byte) {
+	if cap(used) > 64<<10 {
+		return
+	}
+	*p = used[:0]
+	scratchPool.Put(p)
 }

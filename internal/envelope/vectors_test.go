@@ -183,7 +183,7 @@ func checkPositive(t *testing.T, v positiveVector) {
 	if got := hex.EncodeToString(nonce[:]); got != v.Nonce {
 		t.Errorf("nonce: got %s, want %s", got, v.Nonce)
 	}
-	ad := buildAD(v.Header, v.Wrapped, clearKeys(v.MetadataOut), v.MetadataOut)
+	ad := buildAD(v.Header, v.Wrapped, clearKeys(nil, v.MetadataOut), v.MetadataOut)
 	if got := hex.EncodeToString(ad); got != v.AD {
 		t.Errorf("ad:\n got %s\nwant %s", got, v.AD)
 	}
@@ -381,7 +381,7 @@ func sealVector(t *testing.T, c positiveCase) positiveVector {
 		t.Fatalf("vector %q: %v", c.name, err)
 	}
 	nonce := wire.Nonce(c.seq)
-	ad := buildAD(md[HeaderKey], c.wrapped, clearKeys(md), md)
+	ad := buildAD(md[HeaderKey], c.wrapped, clearKeys(nil, md), md)
 	pt, err := newAEAD(c.key).Open(nil, nonce[:], body, ad)
 	if err != nil {
 		t.Fatalf("vector %q: %v", c.name, err)
@@ -412,7 +412,7 @@ func sealRaw(key []byte, header, wrapped string, pt []byte, md map[string]string
 	out := maps.Clone(md)
 	out[HeaderKey] = header
 	out[DEKKey] = wrapped
-	ad := buildAD(header, wrapped, clearKeys(out), out)
+	ad := buildAD(header, wrapped, clearKeys(nil, out), out)
 	return newAEAD(key).Seal(nil, nonce[:], pt, ad), out
 }
 
@@ -565,4 +565,9 @@ func negativeCases(t *testing.T) []negativeCase {
 		badBlock("key also in clear metadata", block("content-type", "text/html")),
 		badBlock("value not UTF-8", block("filename", "\xff\xfe")),
 	}
+}
+
+// buildAD returns the associated data of a message, as Seal and Open build it.
+func buildAD(header, wrapped string, keys []string, md map[string]string) []byte {
+	return appendAD(nil, header, wrapped, keys, md)
 }

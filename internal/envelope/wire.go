@@ -29,20 +29,8 @@ func parseHeader(h string) (keyID string, nonce [wire.NonceSize]byte, sensitive 
 	return keyID, nonce, sensitive, nil
 }
 
-// buildAD returns the associated data: the label, the two envelope values and every
+// appendAD appends the associated data: the label, the two envelope values and every
 // clear metadata entry (keys sorted by bytes), each length-prefixed.
-func buildAD(header, wrapped string, keys []string, md map[string]string) []byte {
-	return appendAD(make([]byte, 0, adSize(header, wrapped, keys, md)), header, wrapped, keys, md)
-}
-
-func adSize(header, wrapped string, keys []string, md map[string]string) int {
-	size := len(adLabel) + 4 + len(header) + 4 + len(wrapped) + 4
-	for _, k := range keys {
-		size += 8 + len(k) + len(md[k])
-	}
-	return size
-}
-
 func appendAD(ad []byte, header, wrapped string, keys []string, md map[string]string) []byte {
 	ad = append(ad, adLabel...)
 	ad = wire.AppendString(ad, header)
@@ -55,10 +43,14 @@ func appendAD(ad []byte, header, wrapped string, keys []string, md map[string]st
 	return ad
 }
 
-// clearKeys returns the keys of md that the associated data covers (all but the two
-// envelope entries), sorted by bytes.
-func clearKeys(md map[string]string) []string {
-	keys := make([]string, 0, len(md))
+// clearKeys appends to keys the keys of md that the associated data covers (all but the
+// two envelope entries), sorted by bytes.
+func clearKeys(keys []string, md map[string]string) []string {
+	if _, ok := md[HeaderKey]; ok && len(md) <= 2 {
+		if _, ok := md[DEKKey]; ok || len(md) == 1 {
+			return keys // the envelope entries only
+		}
+	}
 	for k := range md {
 		if k != HeaderKey && k != DEKKey {
 			keys = append(keys, k)
