@@ -3,10 +3,17 @@ package cryptsub_test
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"gocloud.dev/pubsub"
 	"gocloud.dev/pubsub/mempubsub"
 
@@ -14,10 +21,14 @@ import (
 	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
+	"github.com/pubcrypt/pubcrypt/internal/purchase"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
-const benchBatch = 100 // messages per SendBatch
+const benchBatch = 1000 // messages per SendBatch and ReceiveBatch
+
+// demoPolicy is the demo's field policy (cmd/pubcrypt's default for encrypt).
+const demoPolicy = "name=transit,address=transit,card_number=fpe(bin,luhn),items[].sku=deterministic"
 
 // benchPipe is one protection mode wired over an in-memory topic: an encrypting topic, a
 // decrypting subscription and the keyrings of both sides (to count Vault calls).
@@ -26,11 +37,21 @@ type benchPipe struct {
 	top        *crypttopic.Topic
 	sub        *cryptsub.Subscription
 	send, recv *keyring.Vault
-	batch      bool          // receive with ReceiveBatch(benchBatch) instead of Receive
-	elapsed    time.Duration // sending and receiving
-	sending    time.Duration // of which sending
-	msgs       int
+	stats
 }
+
+// stats are a mode's figures: messages through, time sending and receiving, and Vault
+// calls of both sides.
+type stats struct {
+	msgs                 int
+	sending, elapsed     time.Duration // elapsed = sending + receiving
+	sendCalls, recvCalls int64
+}
+
+func (s *stats) rate() float64     { return float64(s.msgs) / s.elapsed.Seconds() }
+func (s *stats) sendRate() float64 { return float64(s.msgs) / s.sending.Seconds() }
+func (s *stats) recvRate() float64 { return float64(s.msgs) / (s.elapsed - s.sending).Seconds() }
+func (s *stats) calls() float64    { return float64(s.sendCalls+s.recvCalls) / float64(s.msgs) }
 
 func newBenchPipe(b *testing.B, name, policy string) *benchPipe {
 	b.Helper()
@@ -58,109 +79,272 @@ func newBenchPipe(b *testing.B, name, policy string) *benchPipe {
 	return bp
 }
 
-// roundTrip sends batches batches of benchBatch bodies, then receives and checks all of
-// them, and adds the time taken to bp.elapsed. Everything is on the topic before the
-// first Receive: mempubsub sleeps 250 ms when it polls an empty subscription, which would
-// otherwise be measured instead of the encryption.
-func (bp *benchPipe) roundTrip(b *testing.B, ctx context.Context, bodies [][]byte, batches int) {
+// roundTrip sends n bodies in SendBatch calls of benchBatch, then receives them with
+// ReceiveBatch(benchBatch) and checks each, and adds to bp's figures. Everything is on
+// the topic before the first Receive: mempubsub sleeps 250 ms when it polls an empty
+// subscription, which would otherwise be measured instead of the encryption.
+func (bp *benchPipe) roundTrip(b *testing.B, ctx context.Context, bodies [][]byte, n int) {
+	send0, recv0 := bp.send.Calls(), bp.recv.Calls()
 	start := time.Now()
-	n := 0
-	for range batches {
-		msgs := make([]*pubsub.Message, benchBatch)
+	for sent := 0; sent < n; sent += benchBatch {
+		msgs := make([]*pubsub.Message, min(benchBatch, n-sent))
 		for j := range msgs {
-			i := (bp.msgs + n) % len(bodies)
+			i := (bp.msgs + sent + j) % len(bodies)
 			msgs[j] = &pubsub.Message{Body: bodies[i], Metadata: map[string]string{"i": strconv.Itoa(i)}}
-			n++
 		}
 		if err := bp.top.SendBatch(ctx, msgs); err != nil {
 			b.Fatal(err)
 		}
 	}
 	bp.sending += time.Since(start)
-	check := func(m *pubsub.Message) {
-		m.Ack()
-		i, _ := strconv.Atoi(m.Metadata["i"])
-		if !bytes.Equal(m.Body, bodies[i]) {
-			b.Fatalf("%s: message %d decrypted to other bytes than were sent", bp.name, i)
-		}
-	}
 	for got := 0; got < n; {
-		if !bp.batch {
-			m, err := bp.sub.Receive(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			check(m)
-			got++
-			continue
-		}
 		msgs, _, errs := bp.sub.ReceiveBatch(ctx, min(benchBatch, n-got))
 		for i, m := range msgs {
 			if errs[i] != nil {
 				b.Fatal(errs[i])
 			}
-			check(m)
+			m.Ack()
+			j, _ := strconv.Atoi(m.Metadata["i"])
+			if !bytes.Equal(m.Body, bodies[j]) {
+				b.Fatalf("%s: message %d decrypted to other bytes than were sent", bp.name, j)
+			}
 			got++
 		}
 	}
 	bp.elapsed += time.Since(start)
 	bp.msgs += n
+	bp.sendCalls += bp.send.Calls() - send0
+	bp.recvCalls += bp.recv.Calls() - recv0
 }
 
-func (bp *benchPipe) rate() float64 { return float64(bp.msgs) / bp.elapsed.Seconds() }
-
-// BenchmarkFieldModes measures the round trip (SendBatch of 100, then Receive of each, or
-// ReceiveBatch of 100 for transit)
-// of a purchase, against the real Vault dev server and over an in-memory topic, so that
-// the figures are the encryption's and Vault's, not a broker's. One op is one batch of
-// 100 purchases through each of three modes, which run one after the other in the same
-// run, on the same bodies:
+// BenchmarkFieldModes measures the round trip of purchases (the demo's messages) through
+// each protection mode, against the real Vault dev server and over an in-memory topic, so
+// that the figures are the encryption's and Vault's, not a broker's: SendBatch of 1,000,
+// then ReceiveBatch of 1,000. One op is 1,000 purchases through each mode, one mode after
+// the other in the same run, on the same bodies:
 //
-//   - envelope: name, address and card_number as envelope fields (local AES-GCM under the
-//     cached data key; no Vault call per message)
-//   - transit: the same three fields by Vault Transit, received with ReceiveBatch(100)
-//     (one Vault call per send batch and about one per received batch)
-//   - body: the whole body encrypted (the default)
+//   - body: the whole body encrypted (the default): local AES-GCM under a cached data key
+//   - envelope: name, address and card_number as envelope fields (local AES-GCM)
+//   - transit: the same three fields by Vault Transit (batch_input)
+//   - demo: the demo's policy: name and address by Transit, card_number by FPE, every
+//     items[].sku deterministically
 //
-// transit-vs-envelope is transit's msgs/s over envelope's; transit-vault-calls/msg counts
-// both sides' requests to Vault, transit-recv-vault-calls/msg the receive side's.
+// and, as the baseline, the seed's design (seedPipe): one Vault call per field per
+// message on each side for the fields (seed-fields, the seed's three fields by Transit),
+// a fresh data key from Vault per message for the body (seed-body). Seed modes move
+// fewer messages per op (they are ~100 times slower); their rates are rates all the same.
+//
+// Per mode: <mode>-msgs/s (round trip: messages over the time to send and to receive
+// them), <mode>-send-msgs/s, <mode>-recv-msgs/s, <mode>-vault-calls/msg (both sides),
+// and <mode>-ratio-vs-seed (msgs/s over the seed's for the same kind of protection).
 func BenchmarkFieldModes(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	_, bodies := purchases(11, 1000)
+	ps, bodies := purchases(11, 2000)
 	pipes := []*benchPipe{
+		newBenchPipe(b, "body", ""),
 		newBenchPipe(b, "envelope", "name=envelope,address=envelope,card_number=envelope"),
 		newBenchPipe(b, "transit", "name=transit,address=transit,card_number=transit"),
-		newBenchPipe(b, "body", ""),
+		newBenchPipe(b, "demo", demoPolicy),
 	}
-	pipes[1].batch = true
+	seedFields, seedBody := newSeedPipe(b, true), newSeedPipe(b, false)
+	const seedPerOp = 20
 	for _, bp := range pipes { // first data keys, connections, caches
-		bp.roundTrip(b, ctx, bodies, 1)
-		bp.elapsed, bp.sending, bp.msgs = 0, 0, 0
+		bp.roundTrip(b, ctx, bodies, benchBatch)
+		bp.stats = stats{}
 	}
+	seedFields.roundTrip(b, ctx, ps, seedPerOp)
+	seedBody.roundTrip(b, ctx, ps, seedPerOp)
+	seedFields.stats, seedBody.stats = stats{}, stats{}
 	// The subscriptions, drained, each have a poll in flight that sleeps 250 ms; the
 	// next Receive would wait for it inside the timed loop.
 	time.Sleep(300 * time.Millisecond)
-	transitSendCalls, transitRecvCalls := pipes[1].send.Calls(), pipes[1].recv.Calls()
 
 	b.ResetTimer()
-	for _, bp := range pipes {
-		bp.roundTrip(b, ctx, bodies, b.N)
+	for range b.N {
+		for _, bp := range pipes {
+			bp.roundTrip(b, ctx, bodies, benchBatch)
+		}
+		seedFields.roundTrip(b, ctx, ps, seedPerOp)
+		seedBody.roundTrip(b, ctx, ps, seedPerOp)
 	}
 	b.StopTimer()
 
-	env, transit, body := pipes[0].rate(), pipes[1].rate(), pipes[2].rate()
-	b.ReportMetric(env, "envelope-msgs/s")
-	b.ReportMetric(transit, "transit-msgs/s")
-	b.ReportMetric(body, "body-msgs/s")
-	b.ReportMetric(transit/env, "transit-vs-envelope")
-	// Where transit's time goes: a send batch costs one Vault call, a received batch one.
-	t := pipes[1]
-	b.ReportMetric(float64(t.msgs)/t.sending.Seconds(), "transit-send-msgs/s")
-	b.ReportMetric(float64(t.msgs)/(t.elapsed-t.sending).Seconds(), "transit-recv-msgs/s")
-	sendCalls, recvCalls := t.send.Calls()-transitSendCalls, t.recv.Calls()-transitRecvCalls
-	b.ReportMetric(float64(sendCalls+recvCalls)/float64(t.msgs), "transit-vault-calls/msg")
-	b.ReportMetric(float64(recvCalls)/float64(t.msgs), "transit-recv-vault-calls/msg")
+	report := func(name string, s *stats, seed *stats) {
+		b.ReportMetric(s.rate(), name+"-msgs/s")
+		b.ReportMetric(s.sendRate(), name+"-send-msgs/s")
+		b.ReportMetric(s.recvRate(), name+"-recv-msgs/s")
+		b.ReportMetric(s.calls(), name+"-vault-calls/msg")
+		if seed != nil {
+			b.ReportMetric(s.rate()/seed.rate(), name+"-ratio-vs-seed")
+		}
+	}
+	report("body", &pipes[0].stats, &seedBody.stats)
+	for _, bp := range pipes[1:] {
+		report(bp.name, &bp.stats, &seedFields.stats)
+	}
+	report("seed-fields", &seedFields.stats, nil)
+	report("seed-body", &seedBody.stats, nil)
+}
+
+// seedPipe protects purchases the way the seed's scripts did, against the same Vault and
+// over an in-memory topic like benchPipe: fields=true encrypts name, address and
+// card_number with one transit/encrypt call per field per message and decrypts them with
+// one transit/decrypt call each; fields=false asks transit/datakey for a fresh data key
+// per message, encrypts the body locally with AES-256-GCM and sends the wrapped key
+// along, which the receiver unwraps with one transit/decrypt call per message.
+type seedPipe struct {
+	fields bool
+	vault  *api.Client
+	top    *pubsub.Topic
+	sub    *pubsub.Subscription
+	stats
+}
+
+func newSeedPipe(b *testing.B, fields bool) *seedPipe {
+	c, err := vaultServer.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	mt := mempubsub.NewTopic()
+	sp := &seedPipe{fields: fields, vault: c, top: mt, sub: mempubsub.NewSubscription(mt, time.Minute)}
+	b.Cleanup(func() {
+		_ = sp.sub.Shutdown(context.Background())
+		_ = sp.top.Shutdown(context.Background())
+	})
+	return sp
+}
+
+var seedFieldNames = []string{"name", "address", "card_number"}
+
+// call writes data to a transit path and returns the answer's data.
+func (sp *seedPipe) call(ctx context.Context, path string, data map[string]any) (map[string]any, error) {
+	sec, err := sp.vault.Logical().WriteWithContext(ctx, "transit/"+path, data)
+	if err != nil {
+		return nil, err
+	}
+	if sec == nil {
+		return nil, fmt.Errorf("transit/%s: empty answer", path)
+	}
+	return sec.Data, nil
+}
+
+func (sp *seedPipe) encryptField(ctx context.Context, v string) (string, error) {
+	d, err := sp.call(ctx, "encrypt/"+transitKey, map[string]any{"plaintext": base64.StdEncoding.EncodeToString([]byte(v))})
+	if err != nil {
+		return "", err
+	}
+	ct, _ := d["ciphertext"].(string)
+	return ct, nil
+}
+
+// decryptTransit returns the plaintext of a transit ciphertext.
+func (sp *seedPipe) decryptTransit(ctx context.Context, ct string) ([]byte, error) {
+	d, err := sp.call(ctx, "decrypt/"+transitKey, map[string]any{"ciphertext": ct})
+	if err != nil {
+		return nil, err
+	}
+	pt, _ := d["plaintext"].(string)
+	return base64.StdEncoding.DecodeString(pt)
+}
+
+func seedGCM(b *testing.B, key []byte) cipher.AEAD {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return aead
+}
+
+// roundTrip sends n purchases the seed's way, then receives, decrypts and checks them.
+func (sp *seedPipe) roundTrip(b *testing.B, ctx context.Context, ps []purchase.Purchase, n int) {
+	start := time.Now()
+	for j := range n {
+		i := (sp.msgs + j) % len(ps)
+		body, _ := json.Marshal(ps[i])
+		m := &pubsub.Message{Metadata: map[string]string{"i": strconv.Itoa(i)}}
+		if sp.fields {
+			doc := map[string]any{}
+			if err := json.Unmarshal(body, &doc); err != nil {
+				b.Fatal(err)
+			}
+			for _, f := range seedFieldNames {
+				ct, err := sp.encryptField(ctx, doc[f].(string))
+				if err != nil {
+					b.Fatal(err)
+				}
+				doc[f] = ct
+				sp.sendCalls++
+			}
+			m.Body, _ = json.Marshal(doc)
+		} else {
+			d, err := sp.call(ctx, "datakey/plaintext/"+transitKey, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sp.sendCalls++
+			pt, _ := d["plaintext"].(string)
+			key, err := base64.StdEncoding.DecodeString(pt)
+			if err != nil {
+				b.Fatal(err)
+			}
+			nonce := make([]byte, 12)
+			if _, err := rand.Read(nonce); err != nil {
+				b.Fatal(err)
+			}
+			m.Body = seedGCM(b, key).Seal(nonce, nonce, body, nil)
+			m.Metadata["dek"], _ = d["ciphertext"].(string)
+		}
+		if err := sp.top.Send(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sp.sending += time.Since(start)
+	for range n {
+		m, err := sp.sub.Receive(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.Ack()
+		i, _ := strconv.Atoi(m.Metadata["i"])
+		if sp.fields {
+			doc := map[string]any{}
+			if err := json.Unmarshal(m.Body, &doc); err != nil {
+				b.Fatal(err)
+			}
+			for _, f := range seedFieldNames {
+				pt, err := sp.decryptTransit(ctx, doc[f].(string))
+				if err != nil {
+					b.Fatal(err)
+				}
+				doc[f] = string(pt)
+				sp.recvCalls++
+			}
+			if doc["card_number"] != ps[i].CardNumber || doc["name"] != ps[i].Name {
+				b.Fatalf("seed-fields: message %d decrypted to other values than were sent", i)
+			}
+		} else {
+			key, err := sp.decryptTransit(ctx, m.Metadata["dek"])
+			if err != nil {
+				b.Fatal(err)
+			}
+			sp.recvCalls++
+			body, err := seedGCM(b, key).Open(nil, m.Body[:12], m.Body[12:], nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			want, _ := json.Marshal(ps[i])
+			if !bytes.Equal(body, want) {
+				b.Fatalf("seed-body: message %d decrypted to other bytes than were sent", i)
+			}
+		}
+	}
+	sp.elapsed += time.Since(start)
+	sp.msgs += n
 }
 
 // BenchmarkRoundTripKafka sends 1 KiB bodies (whole-body encryption, SendBatch of 100)
