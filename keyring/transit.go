@@ -254,6 +254,9 @@ const (
 // whole; a value Vault refuses for its size fails alone, in its item's result (see
 // splitRefused).
 func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
 	chunks := splitBatch(in)
 	if len(chunks) == 1 {
 		return v.splitRefused(ctx, op, key, path, in)

@@ -254,7 +254,7 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 	// e.Nonce is what goes to GCM and SensitiveMeta decides how the plaintext is read.
 	// Fields as Parse left them were checked there.
 	p := &e.parsed
-	if e.Header != p.header || e.KeyID != p.keyID || string(e.Nonce) != string(p.nonce[:]) || e.SensitiveMeta != p.sensitive {
+	if p.header == "" || e.Header != p.header || e.KeyID != p.keyID || string(e.Nonce) != string(p.nonce[:]) || e.SensitiveMeta != p.sensitive {
 		keyID, nonce, sensitive, err := parseHeader(e.Header)
 		if err != nil {
 			return nil, nil, err
@@ -263,7 +263,7 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 			return nil, nil, malformed("envelope fields disagree with its header")
 		}
 	}
-	if e.Wrapped != p.wrapped && !wire.ValidValue(e.Wrapped) {
+	if (p.wrapped == "" || e.Wrapped != p.wrapped) && !wire.ValidValue(e.Wrapped) {
 		return nil, nil, malformed("%q value must be 1-%d bytes of printable ASCII", DEKKey, MaxValueLen)
 	}
 	if len(body) < wire.TagSize {

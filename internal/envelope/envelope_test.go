@@ -552,3 +552,34 @@ func TestSealAllocations(t *testing.T) {
 		t.Errorf("Open: %v allocations", allocs)
 	}
 }
+
+// TestOpenChecksFieldsChangedAfterParse: Open skips checking again only what Parse
+// checked; an envelope built or changed by hand is checked in full.
+func TestOpenChecksFieldsChangedAfterParse(t *testing.T) {
+	aead := newAEAD(testKey("k"))
+	body, md, err := Seal(SealInput{AEAD: aead, KeyID: "orders", Wrapped: "vault:v1:abc", Seq: 7, Body: []byte("hello")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, change := range map[string]func(e *Envelope){
+		"wrapped emptied":   func(e *Envelope) { e.Wrapped = "" },
+		"wrapped not ASCII": func(e *Envelope) { e.Wrapped = "vault:v1:\x00" },
+		"key ID changed":    func(e *Envelope) { e.KeyID = "other" },
+		"nonce changed":     func(e *Envelope) { e.Nonce[11] ^= 1 },
+		"header changed":    func(e *Envelope) { e.Header += ";m=1" },
+		"built by hand":     func(e *Envelope) { *e = Envelope{Header: e.Header, KeyID: e.KeyID, Wrapped: "", Nonce: e.Nonce} },
+	} {
+		e, err := Parse(md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(e)
+		if _, _, err := e.Open(aead, body, md); !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrAuth) {
+			t.Errorf("%s: Open = %v, want ErrMalformed or ErrAuth", name, err)
+		}
+	}
+	e, _ := Parse(md)
+	if pt, _, err := e.Open(aead, body, md); err != nil || string(pt) != "hello" {
+		t.Fatalf("unchanged: %q, %v", pt, err)
+	}
+}
