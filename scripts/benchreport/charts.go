@@ -97,21 +97,24 @@ const (
 func DrawCharts(sweeps []*Sweep, dir, machine string, short func(string) string) ([]Chart, error) {
 	plot.DefaultFont = font.Font{Typeface: "Liberation", Variant: "Sans"}
 	var charts []Chart
+	kinds := []struct {
+		suffix, alt string
+		draw        func(s *Sweep, name, machine string) (*plot.Plot, bool, error)
+	}{
+		{"-msgs.svg", ": msgs/s by message size", msgsChart},
+		{"-ratio.svg", ": ratios by message size", ratioChart},
+	}
 	for _, s := range sweeps {
 		name := fmt.Sprintf("%s (%s)", s.Family, short(s.Pkg))
-		if p, ok, err := msgsChart(s, name, machine); err != nil {
-			return nil, err
-		} else if ok {
-			c := Chart{Sweep: s, File: s.File + "-msgs.svg", Alt: name + ": msgs/s by message size"}
-			if err := p.Save(chartW, chartH, filepath.Join(dir, c.File)); err != nil {
+		for _, k := range kinds {
+			p, ok, err := k.draw(s, name, machine)
+			if err != nil {
 				return nil, err
 			}
-			charts = append(charts, c)
-		}
-		if p, ok, err := ratioChart(s, name, machine); err != nil {
-			return nil, err
-		} else if ok {
-			c := Chart{Sweep: s, File: s.File + "-ratio.svg", Alt: name + ": ratios by message size"}
+			if !ok {
+				continue
+			}
+			c := Chart{Sweep: s, File: s.File + k.suffix, Alt: name + k.alt}
 			if err := p.Save(chartW, chartH, filepath.Join(dir, c.File)); err != nil {
 				return nil, err
 			}
