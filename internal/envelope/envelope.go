@@ -196,14 +196,7 @@ type parsed struct {
 func Parse(md map[string]string) (*Envelope, error) {
 	header, hasHeader := md[HeaderKey]
 	wrapped, hasDEK := md[DEKKey]
-	present := 0
-	if hasHeader {
-		present++
-	}
-	if hasDEK {
-		present++
-	}
-	if len(md) > present { // other entries: none may be reserved
+	if len(md) > envelopeEntries(md) { // other entries: none may be reserved
 		for k := range md {
 			if wire.Reserved(k) && k != HeaderKey && k != DEKKey {
 				return nil, malformed("unknown reserved metadata key %.64q", k)

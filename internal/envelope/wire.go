@@ -46,10 +46,8 @@ func appendAD(ad []byte, header, wrapped string, keys []string, md map[string]st
 // clearKeys appends to keys the keys of md that the associated data covers (all but the
 // two envelope entries), sorted by bytes.
 func clearKeys(keys []string, md map[string]string) []string {
-	if _, ok := md[HeaderKey]; ok && len(md) <= 2 {
-		if _, ok := md[DEKKey]; ok || len(md) == 1 {
-			return keys // the envelope entries only
-		}
+	if len(md) == envelopeEntries(md) {
+		return keys // the envelope entries only
 	}
 	for k := range md {
 		if k != HeaderKey && k != DEKKey {
@@ -58,6 +56,18 @@ func clearKeys(keys []string, md map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// envelopeEntries counts the envelope entries present in md (0, 1 or 2).
+func envelopeEntries(md map[string]string) int {
+	n := 0
+	if _, ok := md[HeaderKey]; ok {
+		n++
+	}
+	if _, ok := md[DEKKey]; ok {
+		n++
+	}
+	return n
 }
 
 // blockSize is the encoded size of the sensitive block holding keys.
