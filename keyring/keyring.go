@@ -36,6 +36,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -117,6 +118,13 @@ var (
 	// Message.
 	ErrInvalidWrappedKey = fault.New(fault.Message, "invalid wrapped data key")
 )
+
+// ErrTokenInvalid is in the chain of an ErrPermissionDenied from the Vault keyring when
+// Vault called its token invalid (expired or revoked) and the keyring has no way to get
+// another: a static token (VaultAuth's zero value). A long-running program should stop
+// and say so rather than wait: no retry will pass until someone gives it a new token, or
+// it logs in (VaultAuth) instead.
+var ErrTokenInvalid = errors.New("the vault token is invalid (expired or revoked) and cannot be replaced: give a new token, or log in with an auth method that renews it")
 
 // Error is the error a Keyring returns. It names the operation and the key, and wraps
 // one of the Err* kinds above plus the service's own error (with secrets removed).

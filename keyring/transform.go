@@ -38,6 +38,8 @@ type TransformOptions struct {
 	Transformation string
 	// Timeout bounds each request to Vault; default 10s.
 	Timeout time.Duration
+	// Auth says how the keyring obtains and renews its token, as VaultOptions.Auth.
+	Auth VaultAuth
 }
 
 // Transform encodes and decodes values with Vault Enterprise's Transform engine
@@ -62,7 +64,7 @@ func NewTransform(opts TransformOptions) (*Transform, error) {
 	if opts.Transformation != "" && !transitName.MatchString(opts.Transformation) {
 		return nil, &OptionError{Option: "TransformOptions.Transformation", Reason: fmt.Sprintf("%q is not a valid transformation name", opts.Transformation)}
 	}
-	v, err := openVault("TransformOptions", opts.Mount, DefaultTransformMount, opts.Role, opts.Timeout, opts.Client)
+	v, err := openVault("TransformOptions", opts.Mount, DefaultTransformMount, opts.Role, opts.Timeout, opts.Client, opts.Auth)
 	if err != nil {
 		return nil, err
 	}

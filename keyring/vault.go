@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,8 +40,12 @@ type VaultOptions struct {
 	// client configured from Vault's own environment variables (VAULT_ADDR, VAULT_TOKEN,
 	// VAULT_NAMESPACE, VAULT_CACERT, ...). The keyring never modifies it.
 	Client *api.Client
-	// Timeout bounds each request to Vault; default 10s.
+	// Timeout bounds each request to Vault; default 10s. A request that waits for a
+	// login waits within it.
 	Timeout time.Duration
+	// Auth says how the keyring obtains and renews its token; the zero value uses the
+	// token of Client or VAULT_TOKEN, renewed if it is renewable.
+	Auth VaultAuth
 }
 
 // Vault is a Keyring backed by HashiCorp Vault's Transit engine: data keys come from
@@ -53,6 +58,7 @@ type Vault struct {
 	timeout time.Duration
 	calls   atomic.Int64
 	infos   keyInfoCache // key configs read by FPEKey, kept ~30 s
+	auth    *session     // the token: static, from a file, or from logins
 }
 
 var _ Keyring = (*Vault)(nil)
@@ -70,7 +76,7 @@ func NewVault(opts VaultOptions) (*Vault, error) {
 	if !transitName.MatchString(opts.Key) {
 		return nil, &OptionError{Option: "VaultOptions.Key", Reason: fmt.Sprintf("%q is not a valid transit key name (letters, digits, _ . -)", opts.Key)}
 	}
-	return openVault("VaultOptions", opts.Mount, "transit", opts.Key, opts.Timeout, opts.Client)
+	return openVault("VaultOptions", opts.Mount, "transit", opts.Key, opts.Timeout, opts.Client, opts.Auth)
 }
 
 // OptionError is the error of NewVault and NewTransform for an option that cannot be
@@ -86,7 +92,7 @@ func (e *OptionError) Error() string { return "keyring: " + e.Option + " " + e.R
 // openVault checks the mount and timeout shared by the options of NewVault and
 // NewTransform (named optsType in errors), applies their defaults and builds the
 // keyring's own counting client.
-func openVault(optsType, mount, defaultMount, key string, timeout time.Duration, from *api.Client) (*Vault, error) {
+func openVault(optsType, mount, defaultMount, key string, timeout time.Duration, from *api.Client, auth VaultAuth) (*Vault, error) {
 	m := strings.Trim(mount, "/")
 	if mount == "" {
 		m = defaultMount
@@ -100,8 +106,12 @@ func openVault(optsType, mount, defaultMount, key string, timeout time.Duration,
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
+	login, err := auth.loginMethod(optsType)
+	if err != nil {
+		return nil, err
+	}
 	v := &Vault{mount: m, key: key, timeout: timeout}
-	client, err := v.newClient(from)
+	client, err := v.newClient(from, login, auth.TokenFile)
 	if err != nil {
 		return nil, err
 	}
@@ -122,8 +132,9 @@ func validMount(m string) bool {
 }
 
 // newClient builds the keyring's own client, so that counting requests, a short retry
-// budget and the timeout do not change a client the caller shares with other code.
-func (v *Vault) newClient(from *api.Client) (*api.Client, error) {
+// budget, the timeout and the token's renewal do not change a client the caller shares
+// with other code. It also builds v.auth, which puts the current token on each request.
+func (v *Vault) newClient(from *api.Client, login api.AuthMethod, tokenFile string) (*api.Client, error) {
 	var cfg *api.Config
 	if from != nil {
 		cfg = from.CloneConfig()
@@ -141,13 +152,40 @@ func (v *Vault) newClient(from *api.Client) (*api.Client, error) {
 	if retry == nil {
 		retry = api.DefaultRetryPolicy
 	}
+	// Logins, lookups and renewals go through a client of their own, not counted in Calls.
+	acfg := api.DefaultConfig()
+	if from != nil {
+		acfg = from.CloneConfig()
+	}
+	acfg.MaxRetries, acfg.Timeout, acfg.CheckRetry = 1, v.timeout, retry
+	authClient, err := api.NewClient(acfg)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: vault client: %w", err)
+	}
+	authClient.ClearToken()
 	cfg.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		var le *loginError
+		if errors.As(err, &le) {
+			return false, nil // the login already had its own retry
+		}
+		if invalidToken(resp) {
+			// Expired or revoked: retried at once if a login or the token file gives a
+			// new token (the transport asks for it), else a clear refusal.
+			return v.auth.invalid(resp.Request.Header.Get("X-Vault-Token")), nil
+		}
 		if refusedForSize(resp) {
 			// Vault answers a request over its JSON limits with HTTP 500; the same
 			// request is refused again, so do not wait to send it twice.
 			return false, nil
 		}
 		return retry(ctx, resp, err)
+	}
+	backoff := cfg.Backoff
+	cfg.Backoff = func(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
+		if resp != nil && resp.StatusCode == http.StatusForbidden {
+			return 0 // a retry with a new token (above) need not wait
+		}
+		return backoff(min, max, attempt, resp)
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
@@ -156,10 +194,14 @@ func (v *Vault) newClient(from *api.Client) (*api.Client, error) {
 	if from != nil {
 		// NewClient read VAULT_TOKEN and VAULT_NAMESPACE; the given client's own win.
 		c.SetHeaders(from.Headers())
+		authClient.SetHeaders(from.Headers())
 		c.SetToken(from.Token())
 	}
+	// The token travels from v.auth, set by the transport on each request.
+	v.auth = newSession(authClient, login, tokenFile, c.Token(), v.timeout)
+	c.ClearToken()
 	// Wrapped after NewClient, which expects an *http.Transport for unix:// addresses.
-	cfg.HttpClient.Transport = &countingTransport{base: cfg.HttpClient.Transport, n: &v.calls}
+	cfg.HttpClient.Transport = &countingTransport{base: &authTransport{base: cfg.HttpClient.Transport, s: v.auth}, n: &v.calls}
 	return c, nil
 }
 
@@ -195,6 +237,16 @@ func (t *countingTransport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
+}
+
+// Logins is the number of logins the keyring made (VaultAuth), 0 for a static token.
+func (v *Vault) Logins() int64 { return v.auth.logins.Load() }
+
+// Close stops the background renewal of the keyring's token. The keyring must not be
+// used after it; the token itself is left to expire (another process may share it).
+func (v *Vault) Close() error {
+	v.auth.close()
+	return nil
 }
 
 // KeyID returns the name of the transit key that wraps new data keys.
@@ -351,7 +403,10 @@ func (v *Vault) fail(ctx context.Context, op, keyID string, version int, wrapped
 	e := &Error{Op: op, KeyID: keyID, Version: version}
 	var re *api.ResponseError
 	var ue *url.Error
+	var le *loginError
 	switch {
+	case errors.As(err, &le):
+		e.Kind, e.Err = v.failLogin(ctx, le.err)
 	case errors.As(err, &re):
 		ve := &VaultError{StatusCode: re.StatusCode}
 		if re.RawError {
@@ -363,6 +418,9 @@ func (v *Vault) fail(ctx context.Context, op, keyID string, version int, wrapped
 		}
 		e.Err = ve
 		e.Kind = kindOf(op, ve)
+		if e.Kind == ErrPermissionDenied && !v.auth.renews() && slices.Contains(ve.Errors, "invalid token") {
+			e.Err = fmt.Errorf("%w: %w", ErrTokenInvalid, ve)
+		}
 	case ctx.Err() != nil:
 		e.Err = ctx.Err()
 		if errors.Is(e.Err, context.DeadlineExceeded) {
@@ -378,8 +436,33 @@ func (v *Vault) fail(ctx context.Context, op, keyID string, version int, wrapped
 	return e
 }
 
+// failLogin is fail for an error of obtaining a token: a refusal of the credential is
+// ErrPermissionDenied, a Vault that cannot be reached ErrUnavailable; both are
+// environment faults.
+func (v *Vault) failLogin(ctx context.Context, err error) (kind, cause error) {
+	var re *api.ResponseError
+	var ue *url.Error
+	switch {
+	case errors.As(err, &re):
+		ve := &VaultError{StatusCode: re.StatusCode}
+		for _, s := range re.Errors {
+			ve.Errors = append(ve.Errors, v.scrub(cleanVaultError(s), "")...)
+		}
+		if re.StatusCode >= 500 || re.StatusCode == http.StatusTooManyRequests {
+			return ErrUnavailable, fmt.Errorf("log in to vault: %w", ve)
+		}
+		return ErrPermissionDenied, fmt.Errorf("log in to vault: %w", ve)
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		return ErrUnavailable, fmt.Errorf("log in to vault: %w", err)
+	case errors.As(err, &ue):
+		return ErrUnavailable, fmt.Errorf("log in to vault: %w", ue.Err)
+	}
+	// A credential that could not be read or presented (a missing file, no token).
+	return ErrPermissionDenied, fmt.Errorf("vault credentials: %w", err)
+}
+
 func (v *Vault) scrub(lines []string, wrapped string) []string {
-	token := v.client.Token()
+	token := v.auth.current()
 	for i, s := range lines {
 		if token != "" {
 			s = strings.ReplaceAll(s, token, "[token]")

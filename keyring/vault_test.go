@@ -135,8 +135,8 @@ func TestVaultKeepsClientSettings(t *testing.T) {
 	}
 	c.SetNamespace("team-a/")
 	v := newVault(t, "any", c)
-	if v.client.Token() != dev.Token || v.client.Namespace() != "team-a/" {
-		t.Errorf("cloned client: token kept %v, namespace %q", v.client.Token() == dev.Token, v.client.Namespace())
+	if v.auth.current() != dev.Token || v.client.Namespace() != "team-a/" {
+		t.Errorf("cloned client: token kept %v, namespace %q", v.auth.current() == dev.Token, v.client.Namespace())
 	}
 	if c.MaxRetries() == v.client.MaxRetries() || c.Token() != dev.Token {
 		t.Errorf("the given client was changed or not cloned")
