@@ -41,9 +41,10 @@ type VaultAuth struct {
 	// by the keyring: the agent does that.
 	TokenFile string
 
-	// RoleID or RoleIDFile (approle): the role ID.
+	// RoleID or RoleIDFile (approle): the role ID; neither: $VAULT_ROLE_ID.
 	RoleID, RoleIDFile string
-	// SecretID or SecretIDFile (approle): the secret ID, or with SecretIDWrapped a
+	// SecretID or SecretIDFile (approle): the secret ID (neither: $VAULT_SECRET_ID), or
+	// with SecretIDWrapped a
 	// response-wrapping token for it (vault write -wrap-ttl=... -f auth/approle/role/R/secret-id).
 	// A wrapped secret ID is unwrapped once, at the first login, and kept in memory for
 	// the logins after it: a wrapping token can be used only once.
@@ -66,6 +67,38 @@ type VaultAuth struct {
 
 // The auth methods VaultAuth.Method names.
 var authMethods = []string{"token", "approle", "jwt", "kubernetes", "cert"}
+
+// VaultAuthSettings name VaultAuth's settings where a program takes them as text: the CLI
+// as --vault-NAME (with "-" for "_": --vault-auth, --vault-role-id-file), enc+ URLs as
+// vault_NAME (vault_auth=approle&vault_role_id_file=...). VaultAuthFrom reads them.
+var VaultAuthSettings = []struct{ Name, Usage string }{
+	{"auth", "how to get a Vault token: token ($VAULT_TOKEN or the token file), approle, jwt, kubernetes or cert"},
+	{"auth_mount", "path of the auth method (default: the method's name)"},
+	{"token_file", "token: read the token from this file, again whenever it changes (Vault Agent's sink)"},
+	{"role_id_file", "approle: file holding the role ID (default $VAULT_ROLE_ID)"},
+	{"secret_id_file", "approle: file holding the secret ID (default $VAULT_SECRET_ID)"},
+	{"secret_id_wrapped", "approle: the secret ID is a response-wrapping token (true/false)"},
+	{"role", "jwt, kubernetes: the role to log in as; cert: the certificate role (optional)"},
+	{"jwt_file", "jwt: file holding the signed JWT, read at each login; kubernetes: the service-account token (default " + defaultKubernetesTokenFile + ")"},
+}
+
+// VaultAuthFrom builds a VaultAuth from settings by the names of VaultAuthSettings; get
+// returns "" for a setting not given. An error names the setting.
+func VaultAuthFrom(get func(name string) string) (VaultAuth, error) {
+	a := VaultAuth{
+		Method: get("auth"), Mount: get("auth_mount"), TokenFile: get("token_file"),
+		RoleIDFile: get("role_id_file"), SecretIDFile: get("secret_id_file"),
+		Role: get("role"), JWTFile: get("jwt_file"),
+	}
+	switch w := get("secret_id_wrapped"); w {
+	case "", "false":
+	case "true":
+		a.SecretIDWrapped = true
+	default:
+		return VaultAuth{}, &OptionError{Option: "secret_id_wrapped", Reason: fmt.Sprintf("is %q, want true or false", w)}
+	}
+	return a, nil
+}
 
 // defaultKubernetesTokenFile is where Kubernetes mounts a pod's service-account token.
 const defaultKubernetesTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -137,12 +170,22 @@ func (a VaultAuth) loginMethod(optsType string) (api.AuthMethod, error) {
 			roleID = strings.TrimSpace(string(b))
 		}
 		if roleID == "" {
-			return nil, opt("RoleID", "is required by the approle auth method")
+			roleID = os.Getenv("VAULT_ROLE_ID")
 		}
-		if (a.SecretID == "") == (a.SecretIDFile == "") {
-			return nil, opt("SecretID", "or SecretIDFile (exactly one) is required by the approle auth method")
+		if roleID == "" {
+			return nil, opt("RoleID", "is required by the approle auth method (or RoleIDFile, or $VAULT_ROLE_ID)")
 		}
-		return &appRoleLogin{mount: mount, roleID: roleID, secretID: a.SecretID, file: a.SecretIDFile, wrapped: a.SecretIDWrapped}, nil
+		secretID := a.SecretID
+		if secretID != "" && a.SecretIDFile != "" {
+			return nil, opt("SecretIDFile", "and SecretID are both set")
+		}
+		if secretID == "" && a.SecretIDFile == "" {
+			secretID = os.Getenv("VAULT_SECRET_ID")
+		}
+		if secretID == "" && a.SecretIDFile == "" {
+			return nil, opt("SecretID", "is required by the approle auth method (or SecretIDFile, or $VAULT_SECRET_ID)")
+		}
+		return &appRoleLogin{mount: mount, roleID: roleID, secretID: secretID, file: a.SecretIDFile, wrapped: a.SecretIDWrapped}, nil
 	case "jwt":
 		if a.Role == "" {
 			return nil, opt("Role", "is required by the jwt auth method")
