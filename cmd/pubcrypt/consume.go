@@ -60,6 +60,11 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if onFault == onFaultDeadLetter { // dead letters are encrypted under the --vault-key
+		if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
+			return err
+		}
+	}
 	c := &consumer{subURL: *subURL, kr: kr, broker: bopts, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage: outage{max: ff.maxOutage}, out: out, log: os.Stderr}
 	if err := c.start(ctx); err != nil {

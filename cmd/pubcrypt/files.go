@@ -71,6 +71,9 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
+		return err
+	}
 	top, err := broker.OpenTopic(ctx, *topicURL)
 	if err != nil {
 		return err
@@ -177,6 +180,11 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	kr, err := vf.keyring()
 	if err != nil {
 		return err
+	}
+	if onFault == onFaultDeadLetter { // dead letters are encrypted under the --vault-key
+		if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
+			return err
+		}
 	}
 	stale := *staleAfter
 	if stale == 0 {
