@@ -94,6 +94,9 @@ type KeyInfo struct {
 	Derived bool
 	// Convergent: with Derived, the same plaintext and context give the same ciphertext.
 	Convergent bool
+	// SupportsEncryption: the key type encrypts (and so gives data keys); signing-only
+	// key types do not.
+	SupportsEncryption bool
 }
 
 // EncryptBatch encrypts every item's Plaintext into its Ciphertext under the transit key
@@ -527,6 +530,7 @@ func (v *Vault) KeyInfo(ctx context.Context, name string) (KeyInfo, error) {
 	info.Type, _ = d["type"].(string)
 	info.Derived, _ = d["derived"].(bool)
 	info.Convergent, _ = d["convergent_encryption"].(bool)
+	info.SupportsEncryption, _ = d["supports_encryption"].(bool)
 	info.LatestVersion, _ = intField(d["latest_version"])
 	info.MinDecryptionVersion, _ = intField(d["min_decryption_version"])
 	info.MinEncryptionVersion, _ = intField(d["min_encryption_version"])

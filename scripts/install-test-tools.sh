@@ -4,6 +4,8 @@
 #   kcat     Debian's Kafka command-line client (librdkafka). The end-to-end tests
 #            (internal/e2e) read the topics with it, as an admin of the broker would, to
 #            prove that no plaintext is there.
+#   jq       the JSON processor; cmd/pubcrypt's TestOwnDataThroughJQ pipes
+#            `pubcrypt consume --output json` through it, as the README does.
 #   java     for Google's Pub/Sub emulator (Debian: default-jre-headless). The emulator
 #            itself comes with the Google Cloud CLI (package google-cloud-cli-pubsub-emulator
 #            from Google's apt repository); it is installed here only when apt can find it.
@@ -35,6 +37,7 @@ pubsub_emulator_present() {
 # --- apt packages --------------------------------------------------------------------
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 emulator_pkg=()
 if [ -z "${PUBCRYPT_PUBSUB_EMULATOR:-}" ] && ! pubsub_emulator_present; then

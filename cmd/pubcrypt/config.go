@@ -99,8 +99,8 @@ type stopFlags struct {
 }
 
 func (s *stopFlags) register(fs *flag.FlagSet, defMax int, defIdle time.Duration) {
-	fs.IntVar(&s.max, "max", defMax, "stop after this many messages (0: no limit)")
-	fs.DurationVar(&s.idle, "idle", defIdle, "stop when no message arrives for this long (0: wait forever)")
+	countFlag(fs, &s.max, "max", defMax, "stop after this many messages (0: no limit)")
+	durationFlag(fs, &s.idle, "idle", defIdle, "stop when no message arrives for this long (0: wait forever)")
 }
 
 // errIdle ends a reading loop that waited --idle for a message.
@@ -290,7 +290,7 @@ func (f *faultFlags) register(fs *flag.FlagSet, what, def string) {
 	f.def = def
 	fs.StringVar(&f.onMessage, "on-message-fault", "", "what to do with "+what+": dead-letter (to --dead-letter, encrypted whole-body, then acknowledged), skip (acknowledged and counted) or stop (exit 4 naming it, not acknowledged); default dead-letter with --dead-letter, else "+def)
 	fs.StringVar(&f.deadLetter, "dead-letter", "", "topic URL for messages with a fault of their own (must exist)")
-	fs.DurationVar(&f.maxOutage, "max-outage", 0, "exit (status 3) when Vault or the broker has been failing for this long (0: ride out any outage)")
+	durationFlag(fs, &f.maxOutage, "max-outage", 0, "exit (status 3) when Vault or the broker has been failing for this long (0: ride out any outage)")
 }
 
 // policy validates the flags and returns the message-fault policy.

@@ -28,6 +28,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 		"Example: pubcrypt consume --sub 'kafka://billing?topic=purchases_encrypted&offset=oldest' --max 20")
 	subURL := fs.String("sub", "", "subscription URL to read (required)")
 	skip := fs.Bool("skip-undecryptable", false, "deprecated: --on-message-fault=skip")
+	output := outputFlag(fs)
 	var vf vaultFlags
 	vf.register(fs)
 	var bf brokerFlags
@@ -40,6 +41,9 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if err := requireFlag(fs, "sub", *subURL); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
 		return err
 	}
 	if *skip {
@@ -60,24 +64,33 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if onFault == onFaultDeadLetter { // dead letters are encrypted under the --vault-key
+		if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
+			return err
+		}
+	}
 	c := &consumer{subURL: *subURL, kr: kr, broker: bopts, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
-		outage: outage{max: ff.maxOutage}, out: out, log: os.Stderr}
+		outage: outage{max: ff.maxOutage}, out: out, json: *output == outputJSON, log: os.Stderr}
+	summary := out
+	if c.json {
+		summary = os.Stderr // stdout holds messages only
+	}
 	if err := c.start(ctx); err != nil {
 		c.close()
 		return err
 	}
 	st, err := c.run(ctx)
 	c.close()
-	fmt.Fprintf(out, "%d message(s) decrypted", st.decrypted)
+	fmt.Fprintf(summary, "%d message(s) decrypted", st.decrypted)
 	switch onFault {
 	case onFaultDeadLetter:
-		fmt.Fprintf(out, ", %d undecryptable dead-lettered to %s", st.deadLettered, redactURL(ff.deadLetter))
+		fmt.Fprintf(summary, ", %d undecryptable dead-lettered to %s", st.deadLettered, redactURL(ff.deadLetter))
 	case onFaultSkip:
-		fmt.Fprintf(out, ", %d undecryptable skipped", st.skipped)
+		fmt.Fprintf(summary, ", %d undecryptable skipped", st.skipped)
 	default:
-		fmt.Fprintf(out, ", %d undecryptable", st.skipped+st.deadLettered)
+		fmt.Fprintf(summary, ", %d undecryptable", st.skipped+st.deadLettered)
 	}
-	fmt.Fprintln(out)
+	fmt.Fprintln(summary)
 	return err
 }
 
@@ -101,6 +114,7 @@ type consumer struct {
 	dlURL   string
 	outage  outage
 	out     io.Writer // decrypted messages
+	json    bool      // --output json: one JSON object per message and line on out
 	log     io.Writer // messages skipped or dead-lettered
 
 	sub *cryptsub.Subscription // nil after an outage broke it
@@ -228,7 +242,9 @@ func (c *consumer) handle(ctx context.Context, msgs []*pubsub.Message, infos []c
 		}
 		c.outage.over()
 		st.decrypted++
-		fmt.Fprintf(c.out, "[%s v%d] %s\n", infos[i].KeyID, infos[i].KeyVersion, m.Body)
+		if err := c.print(m, infos[i]); err != nil {
+			return err // not acknowledged: stdout is gone (a closed pipe), nobody sees it
+		}
 		m.Ack()
 	}
 	if nacked > 0 {
@@ -276,4 +292,15 @@ func (c *consumer) messageFault(ctx, wctx context.Context, m *pubsub.Message, re
 		return nil
 	}
 	return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", m.LoggableID, pos, reason)
+}
+
+// print writes one decrypted message to c.out.
+func (c *consumer) print(m *pubsub.Message, info cryptsub.Info) error {
+	if !c.json {
+		_, err := fmt.Fprintf(c.out, "[%s v%d] %s\n", info.KeyID, info.KeyVersion, m.Body)
+		return err
+	}
+	j := newJSONMessage(m)
+	j.KeyID, j.KeyVersion, j.Fields = info.KeyID, info.KeyVersion, &info.Fields
+	return writeJSONLine(c.out, j)
 }

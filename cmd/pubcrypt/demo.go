@@ -60,17 +60,17 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		"  9. files from source/ travel encrypted through \""+topicLarge+"\" into destination/\n\n"+
 		"The Vault binary is found via PUBCRYPT_VAULT_BIN, the project's cache or PATH\n"+
 		"(scripts/install-vault.sh builds it once).")
-	count := fs.Int("count", 5, "purchases per round (two rounds: before and after rotation)")
+	count := countFlag(fs, new(int), "count", 5, "purchases per round (two rounds: before and after rotation)")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed for the generated purchases")
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
 	policy := fs.String("fields", defaultFieldPolicy, "field policy of the encryptor")
 	workdir := fs.String("workdir", "", "directory for source/ and destination/ of the file transfer (default: a temporary one, removed)")
-	fileMiB := fs.Int("file-mib", 3, "size in MiB of the large generated file sent in step 9")
+	fileMiB := countFlag(fs, new(int), "file-mib", 3, "size in MiB of the large generated file sent in step 9")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *count < 1 {
-		return errors.New("--count must be at least 1")
+		return usagef("--count must be at least 1 (the demo runs two rounds of it)")
 	}
 	fieldPolicy, err := crypttopic.ParseFieldPolicy(*policy)
 	if err != nil {

@@ -7,7 +7,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 )
@@ -20,11 +22,20 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		"Example: pubcrypt dev --env-file /tmp/pubcrypt.env & sleep 2; . /tmp/pubcrypt.env\n"+
 		"         pubcrypt produce --count 5")
 	envFile := fs.String("env-file", "", "also write the export lines to this file")
-	port := fs.Int("kafka-port", 0, "Kafka port (0: a free one)")
-	maxMsg := fs.Int("kafka-max-message-bytes", 0, "broker message.max.bytes (0: Kafka's default, 1048588)")
+	port := countFlag(fs, new(int), "kafka-port", 0, "Kafka port (0: a free one)")
+	maxMsg := countFlag(fs, new(int), "kafka-max-message-bytes", 0, "broker message.max.bytes (0: Kafka's default, 1048588)")
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
+	var extra multiFlag
+	fs.Var(&extra, "topic", "also create this Kafka topic, NAME or NAME:PARTITIONS (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	specs, err := topicSpecs(extra)
+	if err != nil {
+		return err
+	}
+	if *port > 65535 {
+		return usagef("--kafka-port must be a port number, 0 to 65535")
 	}
 	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
 	if err != nil {
@@ -40,6 +51,18 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer kafka.Close()
+	topics := []string{topicPlain, topicEncrypted, topicLarge}
+	if len(specs) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := broker.CreateKafkaTopics(cctx, broker.KafkaSettings{Brokers: kafka.Addrs}, specs)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, t := range specs {
+			topics = append(topics, t.String())
+		}
+	}
 	var lines []string
 	for _, kv := range append(vault.Env(), "KAFKA_BROKERS="+kafka.Addrs[0]) {
 		k, v, _ := strings.Cut(kv, "=")
@@ -52,8 +75,8 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprint(out, text)
-	fmt.Fprintf(out, "# Vault keys %s, %s, %s; topics %s, %s, %s. Ctrl-C stops everything.\n",
-		demoKey, demoDetKey, demoFPEKey, topicPlain, topicEncrypted, topicLarge)
+	fmt.Fprintf(out, "# Vault keys %s, %s, %s; topics %s. Ctrl-C stops everything.\n",
+		demoKey, demoDetKey, demoFPEKey, strings.Join(topics, ", "))
 	<-ctx.Done()
 	return nil
 }

@@ -79,6 +79,9 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkKeys(ctx, kr, vf.keysFor(opts.Fields)); err != nil {
+		return err
+	}
 	opts.Keyring = kr
 	b := &bridger{
 		subURL: *subURL, topicURL: *topicURL, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,

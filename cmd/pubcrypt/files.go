@@ -53,10 +53,10 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 		"Example: pubcrypt send-files --dir source --topic kafka://purchases_large_encrypted")
 	dir := fs.String("dir", "source", "directory whose files are sent (not recursive)")
 	topicURL := fs.String("topic", "kafka://purchases_large_encrypted", "topic URL to send to")
-	chunk := fs.Int("chunk-size", 0, "plaintext bytes per message (0: 512 KiB, less where the broker's message limit needs it)")
+	chunk := countFlag(fs, new(int), "chunk-size", 0, "plaintext bytes per message (0: 512 KiB, less where the broker's message limit needs it)")
 	var vf vaultFlags
 	vf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	limitMemory()
@@ -69,6 +69,9 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 	}
 	kr, err := vf.keyring()
 	if err != nil {
+		return err
+	}
+	if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
 		return err
 	}
 	top, err := broker.OpenTopic(ctx, *topicURL)
@@ -141,10 +144,10 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 		"Example: pubcrypt receive-files --sub 'kafka://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest' --dir destination")
 	subURL := fs.String("sub", "kafka://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest", "subscription URL to read")
 	dir := fs.String("dir", "destination", "directory the received files are written to")
-	maxFiles := fs.Int("max-files", 0, "stop after this many files completed or refused (0: no limit)")
+	maxFiles := countFlag(fs, new(int), "max-files", 0, "stop after this many files completed or refused (0: no limit)")
 	overwrite := fs.Bool("overwrite", false, "replace an existing file of the same name")
 	ordered := fs.String("ordered", "auto", "chunks must arrive in order: true (a chunk after a gap is refused), false (reassembled in any order, for Pub/Sub, SQS), auto (true on Kafka, NATS, RabbitMQ)")
-	staleAfter := fs.Duration("stale-after", filestream.DefaultStaleAfter, "remove at start the partial state of transfers that got no chunk for this long (0: keep it)")
+	staleAfter := durationFlag(fs, new(time.Duration), "stale-after", filestream.DefaultStaleAfter, "remove at start the partial state of transfers that got no chunk for this long (0: keep it)")
 	var vf vaultFlags
 	vf.register(fs)
 	var bf brokerFlags
@@ -177,6 +180,11 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	kr, err := vf.keyring()
 	if err != nil {
 		return err
+	}
+	if onFault == onFaultDeadLetter { // dead letters are encrypted under the --vault-key
+		if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
+			return err
+		}
 	}
 	stale := *staleAfter
 	if stale == 0 {

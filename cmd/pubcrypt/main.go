@@ -8,6 +8,8 @@
 //	pubcrypt receive-files  verify and write them; nothing partial ever appears
 //	pubcrypt rotate    rotate a Vault transit key
 //	pubcrypt peek      what an admin sees on a topic: raw bodies and metadata, no decryption
+//	pubcrypt topics    create Kafka topics
+//	pubcrypt version   the version (also pubcrypt --version)
 //
 // Run "pubcrypt <command> -h" for a command's flags. Exit statuses: 0 done or cleanly
 // interrupted, 1 error, 2 usage, 3 fault of the environment, 4 fault of a message (see
@@ -48,6 +50,8 @@ var commands = []command{
 	{"receive-files", "receive, verify and write files sent by send-files; nothing partial ever appears", runReceiveFiles},
 	{"rotate", "rotate a Vault transit key; producers pick the new version up without a restart", runRotate},
 	{"peek", "print what an admin sees on a topic: raw bodies and metadata, no decryption", runPeek},
+	{"topics", "create Kafka topics: pubcrypt topics create NAME[:PARTITIONS]...", runTopics},
+	{"version", "print the version of pubcrypt and of Go (also: pubcrypt --version)", runVersion},
 }
 
 func usage(w io.Writer) {
@@ -88,6 +92,10 @@ func main() {
 		if len(os.Args) < 2 {
 			os.Exit(exitUsage)
 		}
+		return
+	}
+	if os.Args[1] == "--version" || os.Args[1] == "-version" {
+		fmt.Println(version())
 		return
 	}
 	var cmd *command
@@ -194,14 +202,12 @@ func alreadyShown(err error) bool {
 // parseFlags parses a command line; its errors are usage errors, which the flag package
 // has already printed together with the usage.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err: err, shown: true}
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (flags only; see pubcrypt %s -h)", fs.Arg(0), strings.TrimPrefix(fs.Name(), "pubcrypt "))
+	if len(rest) > 0 {
+		return usagef("unexpected argument %q (flags only; see pubcrypt %s -h)", rest[0], strings.TrimPrefix(fs.Name(), "pubcrypt "))
 	}
 	return nil
 }

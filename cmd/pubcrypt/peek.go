@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -19,17 +20,22 @@ import (
 
 func runPeek(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("peek", "Prints the raw messages of a subscription as an admin of the broker sees them:\n"+
-		"metadata (headers) and body, without decrypting anything. Messages are not acknowledged.\n\n"+
+		"metadata (headers) and body, without decrypting anything. Messages are not acknowledged.\n"+
+		"The text output shortens long values; --output json prints them whole.\n\n"+
 		"Example: pubcrypt peek --sub 'kafka://peek?topic=purchases_encrypted&offset=oldest'")
 	subURL := fs.String("sub", "", "subscription URL to read (required)")
-	max := fs.Int("max", 10, "stop after this many messages")
-	wait := fs.Duration("wait", 3*time.Second, "stop when no message arrives for this long")
+	max := countFlag(fs, new(int), "max", 10, "stop after this many messages (0: no limit)")
+	wait := durationFlag(fs, new(time.Duration), "wait", 3*time.Second, "stop when no message arrives for this long (0: wait forever)")
+	output := outputFlag(fs)
 	var bf brokerFlags
 	bf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := requireFlag(fs, "sub", *subURL); err != nil {
+		return err
+	}
+	if err := checkOutput(*output); err != nil {
 		return err
 	}
 	bopts, err := bf.options()
@@ -41,34 +47,59 @@ func runPeek(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer shutdown(sub)
-	msgs, err := peek(ctx, sub, *max, *wait)
-	for i, m := range msgs {
-		printRaw(out, i+1, m)
+	summary := out
+	if *output == outputJSON {
+		summary = os.Stderr // stdout holds messages only
 	}
-	fmt.Fprintf(out, "%d message(s)\n", len(msgs))
+	n, err := peekEach(ctx, sub, *max, *wait, func(m *pubsub.Message, n int) error {
+		if *output == outputJSON {
+			return writeJSONLine(out, newJSONMessage(m))
+		}
+		printRaw(out, n, m)
+		return nil
+	})
+	fmt.Fprintf(summary, "%d message(s)\n", n)
 	return err
 }
 
-// peek reads up to max raw messages, stopping early when none arrives for wait. Messages
-// are nacked where the broker allows it and otherwise left unacknowledged.
+// peek reads up to max raw messages (0: no limit), stopping early when none arrives for
+// wait (0: waits as long as ctx lasts). Messages are nacked where the broker allows it
+// and otherwise left unacknowledged.
 func peek(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Duration) ([]*pubsub.Message, error) {
 	var msgs []*pubsub.Message
-	for len(msgs) < max {
-		rctx, cancel := context.WithTimeout(ctx, wait)
+	_, err := peekEach(ctx, sub, max, wait, func(m *pubsub.Message, _ int) error {
+		msgs = append(msgs, m)
+		return nil
+	})
+	return msgs, err
+}
+
+// peekEach is peek handing each message, and its number from 1, to each as it arrives; it
+// returns how many it handed.
+func peekEach(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Duration, each func(*pubsub.Message, int) error) (int, error) {
+	n := 0
+	for max == 0 || n < max {
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if wait > 0 {
+			rctx, cancel = context.WithTimeout(ctx, wait)
+		}
 		m, err := sub.Receive(rctx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
-				return msgs, nil // interrupted, or nothing more within wait
+				return n, nil // interrupted, or nothing more within wait
 			}
-			return msgs, fault.Mark(fmt.Errorf("receive: %w", err), fault.Environment)
+			return n, fault.Mark(fmt.Errorf("receive: %w", err), fault.Environment)
 		}
 		if m.Nackable() {
 			m.Nack()
 		}
-		msgs = append(msgs, m)
+		n++
+		if err := each(m, n); err != nil {
+			return n, err
+		}
 	}
-	return msgs, nil
+	return n, nil
 }
 
 // printRaw shows one message the way a broker's admin console does.

@@ -379,6 +379,16 @@ func Position(m *pubsub.Message) string {
 	return m.LoggableID
 }
 
+// KafkaPosition is where a message received from Kafka was in its topic; ok is false for
+// a message of another broker.
+func KafkaPosition(m *pubsub.Message) (topic string, partition int32, offset int64, ok bool) {
+	var cm *sarama.ConsumerMessage
+	if m.As(&cm) && cm != nil {
+		return cm.Topic, cm.Partition, cm.Offset, true
+	}
+	return "", 0, 0, false
+}
+
 // hint tells what to check when sarama could reach no broker, which is all it says when
 // the address, TLS or the SASL credentials are wrong.
 func (s KafkaSettings) hint(err error) string {
