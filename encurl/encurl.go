@@ -23,6 +23,7 @@
 //	| crypttopic.Open(ctx, "kafka://t", opts)      | pubsub.OpenTopic(ctx, "enc+kafka://t")             |
 //	| cryptsub.Open(ctx, "kafka://g?topic=t", opts) | pubsub.OpenSubscription(ctx, "enc+kafka://g?topic=t") |
 //	| keyring.VaultOptions{Key, Mount}             | vault_key=, vault_mount= (address, token from env) |
+//	| keyring.VaultOptions.Auth                    | vault_auth=approle&vault_role_id_file=...          |
 //	| keyring.OpenKeeper(ctx, kekURL, opts)        | kek=<URL-escaped keeper URL>                       |
 //	| crypttopic.Options.Fields                    | fields=<URL-escaped policy>                        |
 //	| crypttopic.Options.Reuse.MaxAge              | reuse_max_age=<duration>                           |
@@ -34,6 +35,13 @@
 //
 //	vault_key      transit key that wraps data keys; default "pubcrypt"
 //	vault_mount    transit mount path; default "transit"
+//	vault_auth     how the keyring gets its Vault token (keyring.VaultAuth): token (default:
+//	               VAULT_TOKEN, or vault_token_file re-read on change), approle
+//	               (vault_role_id_file or VAULT_ROLE_ID, vault_secret_id_file or
+//	               VAULT_SECRET_ID, vault_secret_id_wrapped=true), jwt (vault_role,
+//	               vault_jwt_file), kubernetes (vault_role, vault_jwt_file), cert
+//	               (vault_role); vault_auth_mount if not mounted at the method's name.
+//	               Tokens are renewed and logins repeated before they expire.
 //	fields         topics: field policy (crypttopic.ParseFieldPolicy), URL-escaped:
 //	               fields=name%3Dtransit%2Ccard_number%3Dfpe(bin%2Cluhn)
 //	reuse_max_age  topics: replace a data key after this long (Go duration, e.g. 1m)
@@ -183,6 +191,17 @@ const (
 
 var ownParams = map[string]bool{paramKey: true, paramMount: true, paramFields: true, paramMaxAge: true, paramDLQ: true, paramConfig: true, paramKEK: true, paramKEKID: true}
 
+// vaultParams are the parameters of the Vault keyring: key, mount and the auth settings
+// (vault_auth=approle&vault_role_id_file=..., keyring.VaultAuthSettings).
+var vaultParams = []string{paramKey, paramMount}
+
+func init() {
+	for _, s := range keyring.VaultAuthSettings {
+		ownParams["vault_"+s.Name] = true
+		vaultParams = append(vaultParams, "vault_"+s.Name)
+	}
+}
+
 // redacted is u for an error message: no password, and no kek= value (a base64key://
 // URL is the key itself).
 func redacted(u *url.URL) string {
@@ -275,7 +294,7 @@ func (p params) resolve(ctx context.Context, base Config, pick func(Config) keyr
 		}
 	}
 	if kek, ok := p.values[paramKEK]; ok {
-		for _, k := range []string{paramKey, paramMount} {
+		for _, k := range vaultParams {
 			if _, ok := p.values[k]; ok {
 				return cfg, nil, fmt.Errorf("parameter %s: not allowed with %s, which replaces Vault Transit", k, paramKEK)
 			}
@@ -290,7 +309,7 @@ func (p params) resolve(ctx context.Context, base Config, pick func(Config) keyr
 		return cfg, k, nil
 	}
 	if kr != nil {
-		for _, k := range []string{paramKey, paramMount} {
+		for _, k := range vaultParams {
 			if _, ok := p.values[k]; ok {
 				return cfg, nil, fmt.Errorf("parameter %s: not allowed with %s, whose keyring is set", k, p.configName())
 			}
@@ -304,10 +323,16 @@ func (p params) resolve(ctx context.Context, base Config, pick func(Config) keyr
 	if key == "" {
 		key = keyring.DefaultKey
 	}
-	v, err := keyring.NewVault(keyring.VaultOptions{Key: key, Mount: p.values[paramMount]})
+	auth, err := keyring.VaultAuthFrom(func(name string) string { return p.values["vault_"+name] })
+	if err != nil {
+		return cfg, nil, fmt.Errorf("parameter vault_%s", strings.TrimPrefix(err.Error(), "keyring: "))
+	}
+	v, err := keyring.NewVault(keyring.VaultOptions{Key: key, Mount: p.values[paramMount], Auth: auth})
 	if err != nil {
 		var oe *keyring.OptionError
 		switch {
+		case errors.As(err, &oe) && strings.HasPrefix(oe.Option, "VaultOptions.Auth."):
+			return cfg, nil, fmt.Errorf("parameter vault_auth=%s: %w", auth.Method, err)
 		case errors.As(err, &oe) && oe.Option == "VaultOptions.Mount":
 			return cfg, nil, fmt.Errorf("parameter %s: %w", paramMount, err)
 		case errors.As(err, &oe) && oe.Option == "VaultOptions.Key":

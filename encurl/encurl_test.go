@@ -259,6 +259,12 @@ func TestBadParameters(t *testing.T) {
 		{true, "enc+mem://bad?fields=name%3Dtransit", "parameter fields: applies to topics only"},
 		{true, "enc+mem://bad?reuse_max_age=1m", "parameter reuse_max_age"},
 		{true, "enc+mem://bad?dlq=nosuch%3A%2F%2Fd", "parameter dlq"},
+		{false, "enc+mem://bad?vault_auth=ldap", "parameter vault_auth=ldap"},
+		{false, "enc+mem://bad?vault_auth=approle", "RoleID is required"},
+		{false, "enc+mem://bad?vault_auth=jwt&vault_role=r", "JWTFile is required"},
+		{false, "enc+mem://bad?vault_role_id_file=f", "RoleID is not used by the token auth method"},
+		{false, "enc+mem://bad?vault_secret_id_wrapped=yes", "parameter vault_secret_id_wrapped"},
+		{false, "enc+mem://bad?kek=base64key%3A%2F%2F&vault_auth=approle", "parameter vault_auth: not allowed with kek"},
 	} {
 		var err error
 		if tc.sub {

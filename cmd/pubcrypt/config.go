@@ -28,6 +28,7 @@ import (
 type vaultFlags struct {
 	mount, key, detKey, fpeKey, kek, kekID string
 	timeout                                time.Duration
+	auth                                   map[string]*string // keyring.VaultAuthSettings by name
 }
 
 func (v *vaultFlags) register(fs *flag.FlagSet) {
@@ -37,6 +38,10 @@ func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.fpeKey, "vault-fpe-key", keyring.DefaultFPEKey, "transit key from which format-preserving-encryption keys are derived")
 	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault (or from the --kek key service)")
 	fs.StringVar(&v.kekID, "kek-id", "", "name of the --kek key in envelopes, the same on every side (default: derived from the URL's scheme, host and path, so an alias and an ARN of one AWS key differ)")
+	v.auth = map[string]*string{}
+	for _, s := range keyring.VaultAuthSettings {
+		v.auth[s.Name] = fs.String("vault-"+strings.ReplaceAll(s.Name, "_", "-"), "", s.Usage)
+	}
 	fs.StringVar(&v.kek, "kek", "", "wrap data keys with this key-encryption key instead of Vault Transit: awskms:///KEY-ID?region=R, gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K, azurekeyvault://NAME.vault.azure.net/keys/KEY, hashivault://KEY, base64key://KEY (credentials from the cloud's own variables; the field modes transit, deterministic and fpe still need Vault)")
 }
 
@@ -67,13 +72,52 @@ func (v *vaultFlags) vault() (*keyring.Vault, error) {
 	if os.Getenv("VAULT_ADDR") == "" {
 		return nil, usagef("VAULT_ADDR is not set: export VAULT_ADDR=https://vault.example:8200 (and VAULT_TOKEN)")
 	}
-	if os.Getenv("VAULT_TOKEN") == "" {
-		return nil, usagef("VAULT_TOKEN is not set: export a Vault token allowed to use the transit keys")
+	auth, err := keyring.VaultAuthFrom(func(name string) string {
+		if p := v.auth[name]; p != nil {
+			return *p
+		}
+		return ""
+	})
+	if err != nil {
+		return nil, usagef("--vault-%s", strings.TrimPrefix(err.Error(), "keyring: "))
+	}
+	if (auth.Method == "" || auth.Method == "token") && auth.TokenFile == "" && os.Getenv("VAULT_TOKEN") == "" {
+		return nil, usagef("VAULT_TOKEN is not set: export a Vault token allowed to use the transit keys, or give --vault-token-file, or log in with --vault-auth approle|jwt|kubernetes|cert")
 	}
 	if v.timeout <= 0 {
 		return nil, usagef("--vault-timeout must be positive")
 	}
-	return keyring.NewVault(keyring.VaultOptions{Mount: v.mount, Key: v.key, Timeout: v.timeout})
+	kr, err := keyring.NewVault(keyring.VaultOptions{Mount: v.mount, Key: v.key, Timeout: v.timeout, Auth: auth})
+	var oe *keyring.OptionError
+	if errors.As(err, &oe) {
+		if name, ok := strings.CutPrefix(oe.Option, "VaultOptions.Auth."); ok {
+			return nil, usagef("--vault-auth %s: %s %s", auth.Method, authFlag(name), oe.Reason)
+		}
+	}
+	return kr, err
+}
+
+// authFlag is the flag of a VaultAuth field named in an OptionError.
+func authFlag(field string) string {
+	switch field {
+	case "Method":
+		return "--vault-auth"
+	case "Mount":
+		return "--vault-auth-mount"
+	case "TokenFile":
+		return "--vault-token-file"
+	case "RoleID":
+		return "--vault-role-id-file"
+	case "RoleIDFile":
+		return "--vault-role-id-file"
+	case "SecretID", "SecretIDFile":
+		return "--vault-secret-id-file"
+	case "Role":
+		return "--vault-role"
+	case "JWTFile":
+		return "--vault-jwt-file"
+	}
+	return field
 }
 
 // brokerFlags bound the waits on the broker.
@@ -332,6 +376,9 @@ func (e *subscriptionError) FaultClass() fault.Class { return fault.Environment 
 // outages a long-running command rides out (rather than, say, a full disk).
 func outageOfServices(err error) bool {
 	var se *subscriptionError
+	if errors.Is(err, keyring.ErrTokenInvalid) {
+		return false // no retry passes until someone gives a new token: stop and say so
+	}
 	return fault.ClassOf(err) == fault.Environment && (keyService(err) || errors.As(err, &se) || errors.Is(err, broker.ErrTopicNotFound) ||
 		errors.Is(err, context.DeadlineExceeded))
 }
