@@ -23,9 +23,16 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	port := fs.Int("kafka-port", 0, "Kafka port (0: a free one)")
 	maxMsg := fs.Int("kafka-max-message-bytes", 0, "broker message.max.bytes (0: Kafka's default, 1048588)")
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
+	var of obsFlags
+	of.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	obs, err := of.start("dev")
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
 	if err != nil {
 		return err
@@ -52,6 +59,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprint(out, text)
+	obs.started()
 	fmt.Fprintf(out, "# Vault keys %s, %s, %s; topics %s, %s, %s. Ctrl-C stops everything.\n",
 		demoKey, demoDetKey, demoFPEKey, topicPlain, topicEncrypted, topicLarge)
 	<-ctx.Done()
