@@ -47,6 +47,8 @@ func vaultOp(path string) telemetry.VaultOp {
 			return telemetry.VaultDecrypt
 		case "rewrap":
 			return telemetry.VaultRewrap
+		case "hmac":
+			return telemetry.VaultHMAC
 		case "keys":
 			return telemetry.VaultKeys
 		}

@@ -16,6 +16,7 @@ func TestVaultOp(t *testing.T) {
 		{"/v1/transit/encrypt/pubcrypt-det", telemetry.VaultEncrypt},
 		{"/v1/transit/rewrap/pubcrypt", telemetry.VaultRewrap},
 		{"/v1/transit/keys/pubcrypt/rotate", telemetry.VaultKeys},
+		{"/v1/transit/hmac/pubcrypt-fpe/sha2-256", telemetry.VaultHMAC},
 		{"/v1/transit/keys/decrypt", telemetry.VaultKeys}, // a key named like an op
 		{"/v1/team/a/transit/datakey/wrapped/k", telemetry.VaultDataKey},
 		{"/v1/encrypt/decrypt/k", telemetry.VaultDecrypt}, // a mount named like an op

@@ -57,6 +57,7 @@ const (
 	VaultEncrypt
 	VaultDecrypt
 	VaultRewrap
+	VaultHMAC  // transit/hmac/... (FPE key derivation)
 	VaultKeys  // transit/keys/... (read, rotate)
 	VaultAuth  // auth/... (logins)
 	VaultToken // auth/token/... (lookup, renew)
@@ -65,7 +66,7 @@ const (
 	numVaultOps
 )
 
-var vaultOpNames = [numVaultOps]string{"datakey", "encrypt", "decrypt", "rewrap", "keys", "auth", "token", "sys", "other"}
+var vaultOpNames = [numVaultOps]string{"datakey", "encrypt", "decrypt", "rewrap", "hmac", "keys", "auth", "token", "sys", "other"}
 
 // VaultResult is how a Vault request ended.
 type VaultResult uint8
