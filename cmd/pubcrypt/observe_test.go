@@ -163,6 +163,9 @@ func prometheusTools(t *testing.T) (server, promtool string) {
 			t.Fatal("prometheus not found: run scripts/install-prometheus.sh (scripts/test does) or set PUBCRYPT_PROMETHEUS_BIN")
 		}
 	}
+	if _, err := os.Stat(server); err != nil {
+		t.Fatalf("prometheus: %v (run scripts/install-prometheus.sh)", err)
+	}
 	promtool = filepath.Join(filepath.Dir(server), "promtool")
 	if _, err := os.Stat(promtool); err != nil {
 		if promtool, err = exec.LookPath("promtool"); err != nil {
