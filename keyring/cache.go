@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/pubcrypt/pubcrypt/internal/telemetry"
 )
 
 // CacheOptions configures NewUnwrapCache. The zero value is useful.
@@ -62,8 +64,10 @@ func NewUnwrapCache(kr Keyring, opts CacheOptions) *UnwrapCache {
 func (c *UnwrapCache) Get(ctx context.Context, keyID, wrapped string) (*DataKey, error) {
 	id := keyID + "\x00" + wrapped
 	if k := c.lookup(id); k != nil {
+		telemetry.CacheLookup(ctx, true)
 		return k, nil
 	}
+	telemetry.CacheLookup(ctx, false)
 	// The call runs detached from this caller's cancellation because other callers may be
 	// waiting for it; the keyring's own timeout bounds it.
 	detached := context.WithoutCancel(ctx)

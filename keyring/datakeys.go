@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/telemetry"
 )
 
 // Reuse limits. The caps keep AES-GCM with the wire format's per-key sequence-number
@@ -118,6 +119,7 @@ func (d *DataKeys) TakeN(ctx context.Context, count, n int) (*DataKey, uint64, e
 		if err != nil {
 			return nil, 0, err
 		}
+		telemetry.DataKeyGenerated(ctx, telemetry.KeyPerMessage)
 		return k, 0, nil
 	}
 	// A message that alone exceeds a reuse limit never fits under any key: a fault of
@@ -139,7 +141,7 @@ func (d *DataKeys) TakeN(ctx context.Context, count, n int) (*DataKey, uint64, e
 		}
 		f := d.pending
 		if f == nil {
-			f = d.generate(ctx)
+			f = d.generate(ctx, d.replaced(d.cur, uses, size))
 		}
 		d.mu.Unlock()
 		select {
@@ -163,6 +165,20 @@ func (d *DataKeys) TakeN(ctx context.Context, count, n int) (*DataKey, uint64, e
 	}
 }
 
+// replaced says why c, the current key (nil: none), does not serve uses more uses for
+// size bytes: the reason the next key is generated, for telemetry.
+func (d *DataKeys) replaced(c *current, uses, size uint64) telemetry.KeyReason {
+	switch {
+	case c == nil:
+		return telemetry.KeyFirst
+	case c.uses+uses > d.p.MaxMessages:
+		return telemetry.KeyMessages
+	case c.bytes+size > d.p.MaxBytes:
+		return telemetry.KeyBytes
+	}
+	return telemetry.KeyAge
+}
+
 func (d *DataKeys) fits(c *current, uses, size uint64) bool {
 	return c.uses+uses <= d.p.MaxMessages &&
 		c.bytes+size <= d.p.MaxBytes &&
@@ -172,7 +188,7 @@ func (d *DataKeys) fits(c *current, uses, size uint64) bool {
 // generate starts the one GenerateDataKey call that all callers in need of a key wait for.
 // It runs detached from the caller's cancellation, so that one caller giving up does not
 // fail the others; the keyring's own timeout bounds it. d.mu must be held.
-func (d *DataKeys) generate(ctx context.Context) *flight {
+func (d *DataKeys) generate(ctx context.Context, why telemetry.KeyReason) *flight {
 	f := &flight{done: make(chan struct{})}
 	d.pending = f
 	ctx = context.WithoutCancel(ctx)
@@ -182,6 +198,9 @@ func (d *DataKeys) generate(ctx context.Context) *flight {
 		k, err := d.kr.GenerateDataKey(ctx)
 		if err == nil && k == nil {
 			err = errors.New("keyring: GenerateDataKey returned no key")
+		}
+		if err == nil {
+			telemetry.DataKeyGenerated(ctx, why)
 		}
 		d.mu.Lock()
 		if err == nil && epoch == d.epoch {

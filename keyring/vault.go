@@ -230,7 +230,10 @@ type countingTransport struct {
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.n.Add(1)
-	return t.base.RoundTrip(r)
+	start := time.Now()
+	resp, err := t.base.RoundTrip(r)
+	recordVaultRequest(r, resp, err, start) // keyring/metrics.go
+	return resp, err
 }
 
 func (t *countingTransport) CloseIdleConnections() {

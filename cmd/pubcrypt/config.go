@@ -248,6 +248,8 @@ type outage struct {
 	delay time.Duration
 	what  string
 	tries int
+
+	health *health // told when an outage begins and ends (/readyz, observe.go); nil: nobody
 }
 
 // wait records that what failed with err and sleeps before the next attempt. It returns
@@ -256,6 +258,7 @@ func (o *outage) wait(ctx context.Context, what string, err error) error {
 	now := time.Now()
 	if o.since.IsZero() {
 		o.since, o.delay, o.what, o.tries = now, backoffFirst, what, 0
+		o.health.failing(err)
 		o.logger().Warn("outage: holding the messages, retrying until it ends", "at", what, "class", fault.ClassOf(err), "err", err.Error())
 	} else {
 		o.delay = min(2*o.delay, backoffMax)
@@ -301,6 +304,7 @@ func (o *outage) over() {
 		return
 	}
 	o.logger().Warn("outage over: going on", "at", o.what, "lasted", time.Since(o.since).Round(time.Millisecond), "attempts", o.tries)
+	o.health.ok()
 	o.since = time.Time{}
 }
 

@@ -37,9 +37,16 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 	ff.register(fs, "a message that can never be decrypted (tampered with, no envelope, retired key version)", onFaultStop)
 	var sf stopFlags
 	sf.register(fs, 0, 0)
+	var of obsFlags
+	of.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	obs, err := of.start("consume")
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	if err := requireFlag(fs, "sub", *subURL); err != nil {
 		return err
 	}
@@ -70,7 +77,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	c := &consumer{subURL: *subURL, kr: kr, broker: bopts, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
-		outage: outage{max: ff.maxOutage}, out: out, json: *output == outputJSON, log: os.Stderr}
+		outage: outage{max: ff.maxOutage, health: obs.health}, out: out, json: *output == outputJSON, log: os.Stderr}
 	summary := out
 	if c.json {
 		summary = os.Stderr // stdout holds messages only
@@ -79,6 +86,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 		c.close()
 		return err
 	}
+	obs.started()
 	st, err := c.run(ctx)
 	c.close()
 	fmt.Fprintf(summary, "%d message(s) decrypted", st.decrypted)

@@ -27,6 +27,8 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
 	var extra multiFlag
 	fs.Var(&extra, "topic", "also create this Kafka topic, NAME or NAME:PARTITIONS (repeatable)")
+	var of obsFlags
+	of.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -37,6 +39,11 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	if *port > 65535 {
 		return usagef("--kafka-port must be a port number, 0 to 65535")
 	}
+	obs, err := of.start("dev")
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
 	if err != nil {
 		return err
@@ -75,6 +82,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprint(out, text)
+	obs.started()
 	fmt.Fprintf(out, "# Vault keys %s, %s, %s; topics %s. Ctrl-C stops everything.\n",
 		demoKey, demoDetKey, demoFPEKey, strings.Join(topics, ", "))
 	<-ctx.Done()

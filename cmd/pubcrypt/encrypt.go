@@ -47,9 +47,16 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	ff.register(fs, "a source message that cannot be protected (not JSON, a field of the wrong type)", onFaultStop)
 	var sf stopFlags
 	sf.register(fs, 0, 0)
+	var of obsFlags
+	of.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	obs, err := of.start("encrypt")
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	if err := requireFlag(fs, "sub", *subURL); err != nil {
 		return err
 	}
@@ -86,9 +93,10 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	b := &bridger{
 		subURL: *subURL, topicURL: *topicURL, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
 		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
-		outage: outage{max: ff.maxOutage},
-		each:   func(m *pubsub.Message) { fmt.Fprintf(out, "encrypted %s\n", m.LoggableID) },
+		outage: outage{max: ff.maxOutage, health: obs.health},
+		each:   func(m *pubsub.Message) { countForwarded(); fmt.Fprintf(out, "encrypted %s\n", m.LoggableID) },
 		faulty: func(verb string, m *pubsub.Message, err error) {
+			countBridgeFault(verb)
 			fmt.Fprintf(out, "%s %s: %v\n", verb, m.LoggableID, err)
 		},
 	}
@@ -96,6 +104,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		b.close()
 		return err
 	}
+	obs.started()
 	st, err := b.run(ctx)
 	b.close()
 	fmt.Fprintf(out, "%d message(s) encrypted from %s to %s", st.forwarded, redactURL(*subURL), redactURL(*topicURL))

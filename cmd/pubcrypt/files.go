@@ -156,9 +156,16 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	ff.register(fs, "a chunk refused for a fault of its own (tampered with, foreign, out of order; its transfer is refused)", onFaultSkip)
 	var sf stopFlags
 	sf.register(fs, 0, 0)
+	var of obsFlags
+	of.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	obs, err := of.start("receive-files")
+	if err != nil {
+		return err
+	}
+	defer obs.close()
 	limitMemory()
 	strict, err := orderedFor(*ordered, *subURL)
 	if err != nil {
@@ -215,7 +222,8 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 	// subscription are closed — the chunk at fault unacknowledged, the transfer's state
 	// kept — and opened again after a backoff, so the chunk comes again and the transfer
 	// goes on, as after a restart. A destination that cannot be written stops the command.
-	o := outage{max: ff.maxOutage}
+	o := outage{max: ff.maxOutage, health: obs.health}
+	obs.started()
 	handled := 0
 	lim := receiveLimits{files: *maxFiles, stop: sf,
 		onAck: func() { handled++; o.over() },

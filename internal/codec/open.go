@@ -9,6 +9,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
+	"github.com/pubcrypt/pubcrypt/internal/telemetry"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -55,6 +56,27 @@ func NewOpener(opts OpenOptions) (*Opener, error) {
 
 // Open decrypts m in place; on error m is left exactly as received.
 func (o *Opener) Open(ctx context.Context, m *pubsub.Message) (Info, error) {
+	info, err := o.open(ctx, m)
+	record(ctx, m, info, err)
+	return info, err
+}
+
+// record counts one message opened or not.
+func record(ctx context.Context, m *pubsub.Message, info Info, err error) {
+	switch {
+	case err != nil:
+		telemetry.Failed(ctx, telemetry.Open, fault.ClassOf(err), 1)
+	case !info.Encrypted:
+		telemetry.Opened(ctx, telemetry.Plaintext, len(m.Body))
+	case info.Fields:
+		telemetry.Opened(ctx, telemetry.Fields, len(m.Body))
+	default:
+		telemetry.Opened(ctx, telemetry.Body, len(m.Body))
+	}
+}
+
+// open is Open without the telemetry, which OpenBatch records once per message.
+func (o *Opener) open(ctx context.Context, m *pubsub.Message) (Info, error) {
 	if fields.IsFields(m.Metadata) {
 		return o.openFields(ctx, m)
 	}
@@ -92,7 +114,7 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 			infos[i], errs[i] = o.openCached(m, outage)
 			continue
 		}
-		infos[i], errs[i] = o.Open(ctx, m)
+		infos[i], errs[i] = o.open(ctx, m)
 		if errs[i] != nil && fault.ClassOf(errs[i]) == fault.Environment {
 			outage = errs[i]
 		}
@@ -107,6 +129,9 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 			}
 			msgs[i].Body, msgs[i].Metadata = r.Body, r.Metadata
 		}
+	}
+	for i, m := range msgs {
+		record(ctx, m, infos[i], errs[i])
 	}
 	return infos, errs
 }

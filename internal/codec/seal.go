@@ -13,6 +13,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
+	"github.com/pubcrypt/pubcrypt/internal/telemetry"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -133,6 +134,7 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 					fail(i, err)
 					continue
 				}
+				telemetry.Failed(ctx, telemetry.Seal, fault.ClassOf(err), len(msgs))
 				return nil, nil, err
 			}
 			out[i] = sealed
@@ -153,6 +155,7 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 			}
 		case err != nil:
 			s.log.ErrorContext(ctx, "fields not protected: messages not sent", "messages", len(in), "class", fault.ClassOf(err), "err", err)
+			telemetry.Failed(ctx, telemetry.Seal, fault.ClassOf(err), len(msgs))
 			return nil, nil, fmt.Errorf("protect fields: %w", err)
 		default:
 			for j, i := range fieldIdx {
@@ -170,7 +173,21 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 		}
 	}
 	if bad {
+		// Only the messages at fault are counted as failed; the others were not sent
+		// either, and are counted when the caller sends them again.
+		for _, err := range errs {
+			if err != nil {
+				telemetry.Failed(ctx, telemetry.Seal, fault.Message, 1)
+			}
+		}
 		return nil, errs, nil
+	}
+	for i, m := range msgs {
+		mode := telemetry.Body
+		if fields.IsFields(out[i].Metadata) {
+			mode = telemetry.Fields
+		}
+		telemetry.Sealed(ctx, mode, len(m.Body))
 	}
 	return out, nil, nil
 }
