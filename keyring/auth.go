@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
 	"github.com/hashicorp/vault/api/auth/kubernetes"
+
+	"github.com/pubcrypt/pubcrypt/internal/telemetry"
 )
 
 // VaultAuth says how the Vault keyring obtains its token. The zero value is a static
@@ -481,11 +483,12 @@ func (s *session) readFileLocked(force bool) {
 // doLogin logs in and installs the new token, with a lifetime watcher if it is renewable.
 func (s *session) doLogin(ctx context.Context) error {
 	sec, err := s.login.Login(ctx, s.client)
+	if err == nil && (sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "") {
+		err = errors.New("vault answered the login without a token")
+	}
+	telemetry.VaultLogin(ctx, err == nil)
 	if err != nil {
 		return err
-	}
-	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
-		return errors.New("vault answered the login without a token")
 	}
 	s.logins.Add(1)
 	s.install(sec, true)

@@ -34,6 +34,6 @@ func (v *Vault) transform(ctx context.Context, op, role, transformation string, 
 	}
 	// A view of v on the transform mount: same client (and so the same request counter
 	// and error mapping), the role as its key.
-	tv := &Vault{client: v.client, mount: DefaultTransformMount, key: role, timeout: v.timeout}
+	tv := &Vault{client: v.client, mount: DefaultTransformMount, key: role, timeout: v.timeout, auth: v.auth}
 	return transformBatch(ctx, tv, op, transformation, values, nil)
 }

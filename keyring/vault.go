@@ -57,8 +57,9 @@ type Vault struct {
 	key     string
 	timeout time.Duration
 	calls   atomic.Int64
-	infos   keyInfoCache // key configs read by FPEKey, kept ~30 s
-	auth    *session     // the token: static, from a file, or from logins
+	infos   keyInfoCache   // key configs read by FPEKey, kept ~30 s
+	auth    *session       // the token: static, from a file, or from logins
+	https   []*http.Client // the HTTP clients of the requests and of the logins, for Close
 }
 
 var _ Keyring = (*Vault)(nil)
@@ -199,6 +200,7 @@ func (v *Vault) newClient(from *api.Client, login api.AuthMethod, tokenFile stri
 	}
 	// The token travels from v.auth, set by the transport on each request.
 	v.auth = newSession(authClient, login, tokenFile, c.Token(), v.timeout)
+	v.https = []*http.Client{cfg.HttpClient, acfg.HttpClient}
 	c.ClearToken()
 	// Wrapped after NewClient, which expects an *http.Transport for unix:// addresses.
 	cfg.HttpClient.Transport = &countingTransport{base: &authTransport{base: cfg.HttpClient.Transport, s: v.auth}, n: &v.calls}
@@ -245,10 +247,14 @@ func (t *countingTransport) CloseIdleConnections() {
 // Logins is the number of logins the keyring made (VaultAuth), 0 for a static token.
 func (v *Vault) Logins() int64 { return v.auth.logins.Load() }
 
-// Close stops the background renewal of the keyring's token. The keyring must not be
-// used after it; the token itself is left to expire (another process may share it).
+// Close stops the background renewal of the keyring's token and closes its idle
+// connections to Vault. The keyring must not be used after it; the token itself is left
+// to expire (another process may share it).
 func (v *Vault) Close() error {
 	v.auth.close()
+	for _, c := range v.https {
+		c.CloseIdleConnections()
+	}
 	return nil
 }
 

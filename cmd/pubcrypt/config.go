@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
@@ -118,6 +119,14 @@ func authFlag(field string) string {
 		return "--vault-jwt-file"
 	}
 	return field
+}
+
+// closeKeyring ends a keyring's background work when a command ends: a Vault token's
+// renewals and idle connections, a keeper opened by URL.
+func closeKeyring(kr keyring.Keyring) {
+	if c, ok := kr.(io.Closer); ok {
+		_ = c.Close()
+	}
 }
 
 // brokerFlags bound the waits on the broker.
@@ -255,6 +264,11 @@ type outage struct {
 // wait records that what failed with err and sleeps before the next attempt. It returns
 // ctx's error when ctx ends, and an environment fault when the outage has outlasted max.
 func (o *outage) wait(ctx context.Context, what string, err error) error {
+	if errors.Is(err, keyring.ErrTokenInvalid) {
+		// A static token Vault no longer accepts: no retry passes until someone gives a
+		// new one, so stop and say so (nothing was acknowledged).
+		return fault.Mark(fmt.Errorf("%s: %w", what, err), fault.Environment)
+	}
 	now := time.Now()
 	if o.since.IsZero() {
 		o.since, o.delay, o.what, o.tries = now, backoffFirst, what, 0

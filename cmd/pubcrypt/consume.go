@@ -71,6 +71,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer closeKeyring(kr)
 	if onFault == onFaultDeadLetter { // dead letters are encrypted under the --vault-key
 		if err := checkKeys(ctx, kr, vf.keysFor(nil)); err != nil {
 			return err

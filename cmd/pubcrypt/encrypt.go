@@ -86,6 +86,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer closeKeyring(kr)
 	if err := checkKeys(ctx, kr, vf.keysFor(opts.Fields)); err != nil {
 		return err
 	}

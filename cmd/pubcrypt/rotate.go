@@ -30,6 +30,7 @@ func runRotate(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer closeKeyring(kr)
 	if len(names) == 0 {
 		names = multiFlag{vf.key}
 	}

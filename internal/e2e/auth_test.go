@@ -492,7 +492,7 @@ func TestAuthOptionsChecked(t *testing.T) {
 		{keyring.VaultAuth{Method: "ldap"}, "VaultOptions.Auth.Method"},
 		{keyring.VaultAuth{Method: "approle"}, "VaultOptions.Auth.RoleID"},
 		{keyring.VaultAuth{Method: "approle", RoleID: "r"}, "VaultOptions.Auth.SecretID"},
-		{keyring.VaultAuth{Method: "approle", RoleID: "r", SecretID: "s", SecretIDFile: "f"}, "VaultOptions.Auth.SecretID"},
+		{keyring.VaultAuth{Method: "approle", RoleID: "r", SecretID: "s", SecretIDFile: "f"}, "VaultOptions.Auth.SecretIDFile"},
 		{keyring.VaultAuth{Method: "approle", RoleID: "r", SecretID: "s", JWTFile: "f"}, "VaultOptions.Auth.JWTFile"},
 		{keyring.VaultAuth{Method: "jwt", Role: "r"}, "VaultOptions.Auth.JWTFile"},
 		{keyring.VaultAuth{Method: "jwt", JWTFile: "f"}, "VaultOptions.Auth.Role"},

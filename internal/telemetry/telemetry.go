@@ -129,6 +129,7 @@ type instruments struct {
 	dataKeys                 metric.Int64Counter
 	cache                    metric.Int64Counter
 	forwarded, bridgeFaults  metric.Int64Counter
+	logins                   metric.Int64Counter
 
 	// Option slices built once: a variadic argument built per call escapes to the heap.
 	mode        [numModes][]metric.AddOption
@@ -137,6 +138,7 @@ type instruments struct {
 	vaultRecord [numVaultOps][numVaultResults][]metric.RecordOption
 	keyReason   [numKeyReasons][]metric.AddOption
 	cacheResult [2][]metric.AddOption // miss, hit
+	loginResult [2][]metric.AddOption // failed, ok
 	bridgeFault [numBridgeFaults][]metric.AddOption
 }
 
@@ -171,6 +173,8 @@ var get = sync.OnceValue(func() *instruments {
 		metric.WithDescription("Lookups in the receive side's cache of unwrapped data keys, by result (hit, miss: the key service is asked)."))
 	in.forwarded, _ = m.Int64Counter("pubcrypt.bridge.forwarded", metric.WithUnit("{message}"),
 		metric.WithDescription("Messages the encrypt bridge sent encrypted and acknowledged at the source."))
+	in.logins, _ = m.Int64Counter("pubcrypt.vault.logins", metric.WithUnit("{login}"),
+		metric.WithDescription("Logins to Vault by the keyring's auth method (approle, jwt, ...), by result (ok, failed); a static token makes none."))
 	in.bridgeFaults, _ = m.Int64Counter("pubcrypt.bridge.message_faults", metric.WithUnit("{message}"),
 		metric.WithDescription("Source messages the encrypt bridge could never protect, by action (dead-letter, skip)."))
 
@@ -194,6 +198,8 @@ var get = sync.OnceValue(func() *instruments {
 	}
 	in.cacheResult[0] = opt(attribute.String("result", "miss"))
 	in.cacheResult[1] = opt(attribute.String("result", "hit"))
+	in.loginResult[0] = opt(attribute.String("result", "failed"))
+	in.loginResult[1] = opt(attribute.String("result", "ok"))
 	for a := range numBridgeFaults {
 		in.bridgeFault[a] = opt(attribute.String("action", bridgeFaultNames[a]))
 	}
@@ -255,4 +261,14 @@ func Forwarded(ctx context.Context) {
 func BridgeMessageFault(ctx context.Context, a BridgeFault) {
 	in := get()
 	in.bridgeFaults.Add(ctx, 1, in.bridgeFault[a]...)
+}
+
+// VaultLogin records one login to Vault, successful or not.
+func VaultLogin(ctx context.Context, ok bool) {
+	in := get()
+	i := 0
+	if ok {
+		i = 1
+	}
+	in.logins.Add(ctx, 1, in.loginResult[i]...)
 }

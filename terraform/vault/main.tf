@@ -203,3 +203,27 @@ resource "vault_approle_auth_backend_role" "consumer" {
   secret_id_ttl         = var.secret_id_ttl
   secret_id_num_uses    = var.secret_id_num_uses
 }
+
+# --- JWT logins (workload identity), only with var.jwt_validation_pubkeys ----------------------
+
+# pubcrypt --vault-auth jwt --vault-role pubcrypt-producer --vault-jwt-file /path/token.jwt;
+# the JWT file is read again at each login, so a rotated identity token is picked up. Its
+# "sub" claim names the application.
+resource "vault_jwt_auth_backend" "jwt" {
+  count                  = length(var.jwt_validation_pubkeys) > 0 ? 1 : 0
+  path                   = var.jwt_path
+  description            = "pubcrypt producers and consumers (workload JWTs)"
+  jwt_validation_pubkeys = var.jwt_validation_pubkeys
+}
+
+resource "vault_jwt_auth_backend_role" "roles" {
+  for_each        = length(var.jwt_validation_pubkeys) > 0 ? { "pubcrypt-producer" = vault_policy.producer.name, "pubcrypt-consumer" = vault_policy.consumer.name } : {}
+  backend         = vault_jwt_auth_backend.jwt[0].path
+  role_name       = each.key
+  role_type       = "jwt"
+  bound_audiences = var.jwt_bound_audiences
+  user_claim      = "sub"
+  token_policies  = [each.value]
+  token_ttl       = var.token_ttl
+  token_max_ttl   = var.token_max_ttl
+}

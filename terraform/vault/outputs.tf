@@ -36,3 +36,19 @@ output "secret_id_commands" {
     "vault write -f auth/${vault_auth_backend.approle.path}/role/${r.role_name}/secret-id"
   ]
 }
+
+# What each auth method needs on pubcrypt's side (flags; enc+ URLs take the same names as
+# vault_auth=..., vault_role_id_file=...). The SecretID files come from secret_id_commands.
+output "pubcrypt_auth_flags" {
+  description = "pubcrypt flags that log each role in, by auth method."
+  value = merge(
+    {
+      for r in [vault_approle_auth_backend_role.producer, vault_approle_auth_backend_role.consumer] :
+      "approle/${r.role_name}" => "--vault-auth approle --vault-auth-mount ${vault_auth_backend.approle.path} --vault-role-id-file ROLE_ID_FILE --vault-secret-id-file SECRET_ID_FILE (role ID ${r.role_id})"
+    },
+    {
+      for name, r in vault_jwt_auth_backend_role.roles :
+      "jwt/${name}" => "--vault-auth jwt --vault-auth-mount ${r.backend} --vault-role ${name} --vault-jwt-file JWT_FILE"
+    },
+  )
+}

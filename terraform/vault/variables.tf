@@ -80,3 +80,21 @@ variable "token_bound_cidrs" {
   type        = list(string)
   default     = []
 }
+
+variable "jwt_validation_pubkeys" {
+  description = "PEM public keys that sign the workload JWTs pubcrypt logs in with (--vault-auth jwt). Empty: no JWT auth method is created."
+  type        = list(string)
+  default     = []
+}
+
+variable "jwt_bound_audiences" {
+  description = "The aud claim the JWTs must carry."
+  type        = list(string)
+  default     = ["pubcrypt"]
+}
+
+variable "jwt_path" {
+  description = "Path of the JWT auth method."
+  type        = string
+  default     = "jwt"
+}
