@@ -364,18 +364,20 @@ func (s *session) token(ctx context.Context) (string, error) {
 		if s.login == nil && s.file == "" && !s.looked && s.busy == nil {
 			s.startLocked(s.lookupStatic)
 		}
-		usable := s.known && s.tok != "" && (s.expires.IsZero() || time.Now().Before(s.expires))
-		if usable || (s.login == nil && s.file == "") {
-			// A static token is sent as it is; a first lookup runs beside it.
-			tok, err := s.tok, error(nil)
-			if tok == "" && s.file != "" {
-				err = s.failed
-			}
+		if s.login == nil && s.file == "" {
+			// A static token is sent as it is; the first lookup of its lifetime (to renew
+			// it) runs beside the request.
+			tok := s.tok
 			s.mu.Unlock()
-			if tok == "" && err == nil {
-				err = errors.New("no vault token")
+			if tok == "" {
+				return "", errors.New("no vault token")
 			}
-			return tok, err
+			return tok, nil
+		}
+		if s.known && s.tok != "" && (s.expires.IsZero() || time.Now().Before(s.expires)) {
+			tok := s.tok
+			s.mu.Unlock()
+			return tok, nil
 		}
 		if s.login == nil {
 			// A token file that could not be read or holds nothing usable.

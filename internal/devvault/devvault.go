@@ -16,6 +16,8 @@ package devvault
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -66,6 +68,11 @@ type Options struct {
 	// share. Such a server survives Stop, Kill and Restart. The directory must not hold
 	// an initialised Vault already (its unseal key would be unknown).
 	StorageDir string
+	// TLSDir, if not empty, makes a dev server listen with TLS (vault server -dev-tls):
+	// Vault writes its CA (vault-ca.pem), certificate and key there, Addr is https://,
+	// and Client, Env and Setenv trust that CA. Vault then also asks clients for a
+	// certificate, which the cert auth method checks. Dev servers only.
+	TLSDir string
 }
 
 // Server is a running Vault server: a dev server, or a persistent one (Options.StorageDir).
@@ -75,11 +82,15 @@ type Server struct {
 	Addr string
 	// Token is the root token.
 	Token string
+	// CACert is the PEM file of the CA that signed a TLS server's certificate, "" without
+	// Options.TLSDir.
+	CACert string
 
 	log        *slog.Logger
 	bin        string
 	listen     string // 127.0.0.1:PORT
 	storageDir string // "" for a dev server
+	tlsDir     string // Options.TLSDir
 	unsealKey  string // persistent servers only; never written anywhere
 
 	life sync.Mutex // serialises Stop, Kill and Restart
@@ -107,6 +118,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	start := startDev
+	if opts.TLSDir != "" && opts.StorageDir != "" {
+		return nil, errors.New("devvault: TLSDir is for dev servers only, not with StorageDir")
+	}
 	if opts.StorageDir != "" {
 		start = startPersistent
 		// Checked once, before the first try: a try that failed to bind its port may have
@@ -118,7 +132,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	var s *Server
 	for try := 1; ; try++ {
-		s = &Server{log: log, bin: bin, storageDir: opts.StorageDir}
+		s = &Server{log: log, bin: bin, storageDir: opts.StorageDir, tlsDir: opts.TLSDir}
 		err = start(ctx, s)
 		if err == nil {
 			break
@@ -173,8 +187,13 @@ func startDev(ctx context.Context, s *Server) error {
 		return err
 	}
 	s.Token = token
-	p, err := s.spawn([]string{"server", "-dev", "-dev-no-store-token", "-dev-listen-address=" + s.listen},
-		"VAULT_DEV_ROOT_TOKEN_ID="+token)
+	args := []string{"server", "-dev", "-dev-no-store-token", "-dev-listen-address=" + s.listen}
+	if s.tlsDir != "" {
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+s.tlsDir)
+		s.Addr = "https://" + s.listen
+		s.CACert = filepath.Join(s.tlsDir, "vault-ca.pem")
+	}
+	p, err := s.spawn(args, "VAULT_DEV_ROOT_TOKEN_ID="+token)
 	if err != nil {
 		return err
 	}
@@ -353,6 +372,13 @@ func (s *Server) waitHealth(ctx context.Context, p *process, want int) error {
 	hc := &http.Client{Timeout: time.Second}
 	var last error
 	for {
+		if s.CACert != "" {
+			// Written by Vault as it starts: read it again until the server answers.
+			pool := x509.NewCertPool()
+			if b, err := os.ReadFile(s.CACert); err == nil && pool.AppendCertsFromPEM(b) {
+				hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			}
+		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
 		if err != nil {
 			return err
@@ -466,6 +492,11 @@ func (s *Server) rootlessClient() (*api.Client, error) {
 		return nil, fmt.Errorf("devvault: vault client config: %w", cfg.Error)
 	}
 	cfg.Address = s.Addr
+	if s.CACert != "" {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CACert}); err != nil {
+			return nil, fmt.Errorf("devvault: vault client TLS: %w", err)
+		}
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("devvault: vault client: %w", err)
@@ -475,9 +506,14 @@ func (s *Server) rootlessClient() (*api.Client, error) {
 	return c, nil
 }
 
-// Env returns VAULT_ADDR and VAULT_TOKEN for the server, for a child process's environment.
+// Env returns VAULT_ADDR and VAULT_TOKEN (and VAULT_CACERT with TLS) for the server, for a
+// child process's environment.
 func (s *Server) Env() []string {
-	return []string{"VAULT_ADDR=" + s.Addr, "VAULT_TOKEN=" + s.Token}
+	env := []string{"VAULT_ADDR=" + s.Addr, "VAULT_TOKEN=" + s.Token}
+	if s.CACert != "" {
+		env = append(env, "VAULT_CACERT="+s.CACert)
+	}
+	return env
 }
 
 // Setenv points Vault's own environment variables at the server, as a program's would be:

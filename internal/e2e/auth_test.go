@@ -29,6 +29,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
 	"github.com/pubcrypt/pubcrypt/internal/purchase"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
@@ -541,4 +542,105 @@ func selfSignedPEM(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+// TestCertLogin logs in with a TLS client certificate (auth/cert) on a Vault dev server
+// that listens with TLS, the certificate and key given as Vault's own VAULT_CLIENT_CERT
+// and VAULT_CLIENT_KEY: tokens of 2 s, at most 4 s, so a 10 s run logs in again and
+// again over the same certificate. Every call goes through.
+func TestCertLogin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := devvault.Start(ctx, devvault.Options{TLSDir: t.TempDir(), Keys: []string{"cert-key"}})
+	if err != nil {
+		t.Fatalf("Vault dev server with TLS: %v", err)
+	}
+	defer srv.Stop()
+	root, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, certFile, keyFile := clientCertificate(t)
+	enableAuth(t, root, "cert", "cert")
+	if err := root.Sys().PutPolicy("cert-bridge", `path "transit/datakey/plaintext/cert-key" { capabilities = ["update"] }`); err != nil {
+		t.Fatal(err)
+	}
+	vaultWrite(t, root, "auth/cert/certs/bridge", map[string]any{
+		"certificate": caPEM, "token_policies": "cert-bridge", "token_ttl": "2s", "token_max_ttl": "4s",
+	})
+	t.Setenv("VAULT_ADDR", srv.Addr)
+	t.Setenv("VAULT_CACERT", srv.CACert)
+	t.Setenv("VAULT_CLIENT_CERT", certFile)
+	t.Setenv("VAULT_CLIENT_KEY", keyFile)
+	t.Setenv("VAULT_TOKEN", "")
+	v, err := keyring.NewVault(keyring.VaultOptions{Key: "cert-key", Auth: keyring.VaultAuth{Method: "cert", Role: "bridge"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	calls := 0
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		calls++
+		if _, err := v.GenerateDataKey(ctx); err != nil {
+			t.Fatalf("call %d: %v", calls, err)
+		}
+	}
+	t.Logf("cert login, token_ttl=2s token_max_ttl=4s, 10 s: %d calls, 0 failed, %d logins", calls, v.Logins())
+	if v.Logins() < 2 {
+		t.Errorf("logins = %d in 10 s with a 4 s max TTL, want at least 2", v.Logins())
+	}
+
+	// Without a client certificate the login is refused: an environment fault.
+	t.Setenv("VAULT_CLIENT_CERT", "")
+	t.Setenv("VAULT_CLIENT_KEY", "")
+	bare, err := keyring.NewVault(keyring.VaultOptions{Key: "cert-key", Auth: keyring.VaultAuth{Method: "cert"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Close()
+	if _, err := bare.GenerateDataKey(ctx); !errors.Is(err, keyring.ErrPermissionDenied) {
+		t.Fatalf("cert login without a certificate: %v; want ErrPermissionDenied", err)
+	}
+}
+
+// clientCertificate makes a CA and a client certificate it signed, and returns the CA's
+// PEM and the files of the client's certificate and key.
+func clientCertificate(t testing.TB) (caPEM, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pubcrypt test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "pubcrypt-bridge"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})), certFile, keyFile
 }
