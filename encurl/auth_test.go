@@ -2,13 +2,12 @@ package encurl_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/api"
 	"gocloud.dev/pubsub"
+
+	"github.com/pubcrypt/pubcrypt/internal/devvault"
 )
 
 // TestAppRoleByURL logs both sides in with AppRole from URL parameters alone, with no
@@ -21,29 +20,11 @@ func TestAppRoleByURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := root.Sys().EnableAuthWithOptionsWithContext(ctx, "approle-url", &api.EnableAuthOptions{Type: "approle"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := root.Logical().WriteWithContext(ctx, "auth/approle-url/role/app", map[string]any{"token_policies": "root-like", "token_ttl": "5s", "token_max_ttl": "10s"}); err != nil {
-		t.Fatal(err)
-	}
 	if err := root.Sys().PutPolicyWithContext(ctx, "root-like", `path "transit/*" { capabilities = ["update", "read"] }`); err != nil {
 		t.Fatal(err)
 	}
-	r, err := root.Logical().ReadWithContext(ctx, "auth/approle-url/role/app/role-id")
+	roleFile, secretFile, err := vaultServer.CreateAppRole(ctx, t.TempDir(), devvault.AppRole{Mount: "approle-url", Name: "app", Policy: "root-like", TokenTTL: "5s", TokenMaxTTL: "10s"})
 	if err != nil {
-		t.Fatal(err)
-	}
-	sec, err := root.Logical().WriteWithContext(ctx, "auth/approle-url/role/app/secret-id", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	roleFile, secretFile := filepath.Join(dir, "role-id"), filepath.Join(dir, "secret-id")
-	if err := os.WriteFile(roleFile, []byte(r.Data["role_id"].(string)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(sec.Data["secret_id"].(string)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("VAULT_TOKEN", "")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -625,17 +624,10 @@ func (t *authTransport) CloseIdleConnections() {
 
 // invalidToken reports whether resp is Vault's answer to a token it does not accept
 // (HTTP 403 "permission denied" + "invalid token"), as opposed to a token without the
-// policy. The start of the body is read and put back.
+// policy.
 func invalidToken(resp *http.Response) bool {
 	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Body == nil {
 		return false
 	}
-	head := make([]byte, 512)
-	n, _ := io.ReadFull(resp.Body, head)
-	head = head[:n]
-	resp.Body = struct {
-		io.Reader
-		io.Closer
-	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	return bytes.Contains(head, []byte("invalid token"))
+	return bytes.Contains(peekBody(resp), []byte("invalid token"))
 }

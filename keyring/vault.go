@@ -208,12 +208,17 @@ func (v *Vault) newClient(from *api.Client, login api.AuthMethod, tokenFile stri
 }
 
 // refusedForSize reports whether resp is Vault's refusal of a request over its JSON
-// limits (HTTP 500 "... exceeds allowed ..."). It reads the start of the body and puts it
-// back, so the caller still reads the whole answer.
+// limits (HTTP 500 "... exceeds allowed ...").
 func refusedForSize(resp *http.Response) bool {
 	if resp == nil || resp.StatusCode != http.StatusInternalServerError || resp.Body == nil {
 		return false
 	}
+	return bytes.Contains(peekBody(resp), []byte("exceeds allowed"))
+}
+
+// peekBody reads the start of resp's body and puts it back, so that the caller still
+// reads the whole answer.
+func peekBody(resp *http.Response) []byte {
 	head := make([]byte, 512)
 	n, _ := io.ReadFull(resp.Body, head)
 	head = head[:n]
@@ -221,7 +226,7 @@ func refusedForSize(resp *http.Response) bool {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(head), resp.Body), resp.Body}
-	return bytes.Contains(head, []byte("exceeds allowed"))
+	return head
 }
 
 // countingTransport counts HTTP requests, retries included.

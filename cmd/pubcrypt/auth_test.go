@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/vault/api"
 
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 )
@@ -39,29 +36,15 @@ func TestEncryptLogsInByAppRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := root.Sys().EnableAuthWithOptionsWithContext(ctx, "approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
-		t.Fatal(err)
-	}
 	if err := root.Sys().PutPolicyWithContext(ctx, "bridge", bridgePolicy); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := root.Logical().Write("auth/approle/role/bridge", map[string]any{"token_policies": "bridge", "token_ttl": "3s", "token_max_ttl": "6s"}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := root.Logical().Read("auth/approle/role/bridge/role-id")
+	roleFile, secretFile, err := env.vault.CreateAppRole(ctx, t.TempDir(), devvault.AppRole{Mount: "approle", Name: "bridge", Policy: "bridge", TokenTTL: "3s", TokenMaxTTL: "6s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := root.Logical().Write("auth/approle/role/bridge/secret-id", nil)
+	secretID, err := os.ReadFile(secretFile)
 	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	roleFile, secretFile := filepath.Join(dir, "role-id"), filepath.Join(dir, "secret-id")
-	if err := os.WriteFile(roleFile, []byte(r.Data["role_id"].(string)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(secretFile, []byte(s.Data["secret_id"].(string)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -82,7 +65,7 @@ func TestEncryptLogsInByAppRole(t *testing.T) {
 	if ids := encryptedIDs(p.stdout.String()); len(ids) != 40 {
 		t.Fatalf("encrypted %d messages, want 40\n%s", len(ids), p.stderr.String())
 	}
-	if strings.Contains(p.stderr.String(), s.Data["secret_id"].(string)) {
+	if strings.Contains(p.stderr.String(), strings.TrimSpace(string(secretID))) {
 		t.Error("stderr holds the secret ID")
 	}
 }

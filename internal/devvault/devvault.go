@@ -729,3 +729,55 @@ func (s *Server) CreateFieldKeys(ctx context.Context, det, fpe string) error {
 	}
 	return s.CreateKey(ctx, fpe)
 }
+
+// --- AppRole logins ---
+
+// AppRole describes a role CreateAppRole makes: the policy its tokens hold (besides
+// "default", which lets a token renew itself) and their lifetimes, as Vault durations
+// ("5s", "1h").
+type AppRole struct {
+	Mount, Name           string
+	Policy                string
+	TokenTTL, TokenMaxTTL string
+}
+
+// CreateAppRole enables AppRole at r.Mount if it is not enabled yet, creates the role,
+// issues a secret ID and writes the role ID and the secret ID into two files of dir
+// (mode 0600), as an operator hands them to an application. It returns the files.
+func (s *Server) CreateAppRole(ctx context.Context, dir string, r AppRole) (roleIDFile, secretIDFile string, err error) {
+	c, err := s.Client()
+	if err != nil {
+		return "", "", err
+	}
+	mounts, err := c.Sys().ListAuthWithContext(ctx)
+	if err != nil {
+		return "", "", fmt.Errorf("devvault: list auth methods: %w", err)
+	}
+	if _, ok := mounts[strings.Trim(r.Mount, "/")+"/"]; !ok {
+		if err := c.Sys().EnableAuthWithOptionsWithContext(ctx, r.Mount, &api.EnableAuthOptions{Type: "approle"}); err != nil {
+			return "", "", fmt.Errorf("devvault: enable approle at %s: %w", r.Mount, err)
+		}
+	}
+	role := "auth/" + r.Mount + "/role/" + r.Name
+	if err := s.write(ctx, "create approle role "+r.Name, role, map[string]any{
+		"token_policies": r.Policy, "token_ttl": r.TokenTTL, "token_max_ttl": r.TokenMaxTTL,
+	}); err != nil {
+		return "", "", err
+	}
+	id, err := c.Logical().ReadWithContext(ctx, role+"/role-id")
+	if err != nil || id == nil {
+		return "", "", fmt.Errorf("devvault: read the role ID of %s: %v", r.Name, err)
+	}
+	sec, err := c.Logical().WriteWithContext(ctx, role+"/secret-id", nil)
+	if err != nil || sec == nil {
+		return "", "", fmt.Errorf("devvault: issue a secret ID of %s: %v", r.Name, err)
+	}
+	roleIDFile, secretIDFile = filepath.Join(dir, r.Name+".role-id"), filepath.Join(dir, r.Name+".secret-id")
+	for f, v := range map[string]any{roleIDFile: id.Data["role_id"], secretIDFile: sec.Data["secret_id"]} {
+		text, _ := v.(string)
+		if err := os.WriteFile(f, []byte(text+"\n"), 0o600); err != nil {
+			return "", "", fmt.Errorf("devvault: %w", err)
+		}
+	}
+	return roleIDFile, secretIDFile, nil
+}

@@ -71,24 +71,16 @@ func enableAuth(t testing.TB, c *api.Client, path, typ string) {
 	}
 }
 
-// appRole creates an AppRole role with the policy and token lifetimes, and writes its
-// role ID and a new secret ID into files, as an operator would hand them to pubcrypt.
-func appRole(t testing.TB, c *api.Client, mount, role, policy, ttl, maxTTL string) keyring.VaultAuth {
+// appRole creates an AppRole role with the policy and token lifetimes (and "default", as
+// terraform/vault: it lets a token renew itself), enabling AppRole at mount if needed, and
+// returns the auth settings with the role ID and a new secret ID in files, as an
+// operator would hand them to pubcrypt.
+func appRole(t testing.TB, mount, role, policy, ttl, maxTTL string) keyring.VaultAuth {
 	t.Helper()
-	vaultWrite(t, c, "auth/"+mount+"/role/"+role, map[string]any{
-		"token_policies": policy, "token_ttl": ttl, "token_max_ttl": maxTTL, // and "default", as terraform/vault: it lets a token renew itself
-	})
-	r, err := c.Logical().Read("auth/" + mount + "/role/" + role + "/role-id")
+	roleFile, secretFile, err := vaultServer.CreateAppRole(context.Background(), t.TempDir(),
+		devvault.AppRole{Mount: mount, Name: role, Policy: policy, TokenTTL: ttl, TokenMaxTTL: maxTTL})
 	if err != nil {
 		t.Fatal(err)
-	}
-	s := vaultWrite(t, c, "auth/"+mount+"/role/"+role+"/secret-id", nil)
-	dir := t.TempDir()
-	roleFile, secretFile := filepath.Join(dir, role+".role-id"), filepath.Join(dir, role+".secret-id")
-	for f, v := range map[string]any{roleFile: r.Data["role_id"], secretFile: s.Data["secret_id"]} {
-		if err := os.WriteFile(f, []byte(v.(string)+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return keyring.VaultAuth{Method: "approle", Mount: mount, RoleIDFile: roleFile, SecretIDFile: secretFile}
 }
@@ -123,10 +115,8 @@ func authRunDuration(t *testing.T) time.Duration {
 // call Vault on both sides. No send may fail and every message must decrypt.
 func TestAppRoleShortTTL(t *testing.T) {
 	run := authRunDuration(t)
-	root := rootClient(t)
-	enableAuth(t, root, "approle-ttl", "approle")
-	prodAuth := appRole(t, root, "approle-ttl", "pubcrypt-producer", "pubcrypt-producer", "5s", "15s")
-	consAuth := appRole(t, root, "approle-ttl", "pubcrypt-consumer", "pubcrypt-consumer", "5s", "15s")
+	prodAuth := appRole(t, "approle-ttl", "pubcrypt-producer", "pubcrypt-producer", "5s", "15s")
+	consAuth := appRole(t, "approle-ttl", "pubcrypt-consumer", "pubcrypt-consumer", "5s", "15s")
 	producer, consumer := authVault(t, prodAuth), authVault(t, consAuth)
 
 	newKafka(t, "auth_ttl")
@@ -251,8 +241,7 @@ func TestAppRoleShortTTL(t *testing.T) {
 // is a clear refusal, ErrPermissionDenied and ErrTokenInvalid, never a success.
 func TestAppRoleRevokedToken(t *testing.T) {
 	root := rootClient(t)
-	enableAuth(t, root, "approle-revoke", "approle")
-	v := authVault(t, appRole(t, root, "approle-revoke", "revoke-producer", "pubcrypt-producer", "1h", "1h"))
+	v := authVault(t, appRole(t, "approle-revoke", "revoke-producer", "pubcrypt-producer", "1h", "1h"))
 	ctx := context.Background()
 	if _, err := v.GenerateDataKey(ctx); err != nil {
 		t.Fatal(err)
@@ -305,8 +294,7 @@ func revokeAll(t testing.TB, c *api.Client, prefix string) {
 // first login and logs in again later with the secret ID it kept in memory.
 func TestWrappedSecretID(t *testing.T) {
 	root := rootClient(t)
-	enableAuth(t, root, "approle-wrap", "approle")
-	auth := appRole(t, root, "approle-wrap", "wrap-producer", "pubcrypt-producer", "1h", "1h")
+	auth := appRole(t, "approle-wrap", "wrap-producer", "pubcrypt-producer", "1h", "1h")
 	wc, err := root.Clone()
 	if err != nil {
 		t.Fatal(err)

@@ -245,11 +245,15 @@ func DataKeyGenerated(ctx context.Context, r KeyReason) {
 // CacheLookup records one lookup in the unwrap cache.
 func CacheLookup(ctx context.Context, hit bool) {
 	in := get()
-	i := 0
-	if hit {
-		i = 1
+	in.cache.Add(ctx, 1, in.cacheResult[index(hit)]...)
+}
+
+// index is 1 for true, 0 for false: the index of a two-valued label's options.
+func index(b bool) int {
+	if b {
+		return 1
 	}
-	in.cache.Add(ctx, 1, in.cacheResult[i]...)
+	return 0
 }
 
 // Forwarded records one message forwarded by the encrypt bridge.
@@ -266,9 +270,5 @@ func BridgeMessageFault(ctx context.Context, a BridgeFault) {
 // VaultLogin records one login to Vault, successful or not.
 func VaultLogin(ctx context.Context, ok bool) {
 	in := get()
-	i := 0
-	if ok {
-		i = 1
-	}
-	in.logins.Add(ctx, 1, in.loginResult[i]...)
+	in.logins.Add(ctx, 1, in.loginResult[index(ok)]...)
 }

@@ -33,6 +33,8 @@ func TestInstruments(t *testing.T) {
 	telemetry.DataKeyGenerated(ctx, telemetry.KeyAge)
 	telemetry.CacheLookup(ctx, true)
 	telemetry.CacheLookup(ctx, false)
+	telemetry.VaultLogin(ctx, true)
+	telemetry.VaultLogin(ctx, false)
 	telemetry.Forwarded(ctx)
 	telemetry.BridgeMessageFault(ctx, telemetry.BridgeSkipped)
 
@@ -76,6 +78,7 @@ func TestInstruments(t *testing.T) {
 		"pubcrypt.vault.requests":          {"op=datakey,result=ok": 1, "op=decrypt,result=error": 1},
 		"pubcrypt.datakeys.generated":      {"reason=max_age": 1},
 		"pubcrypt.datakeys.cache.requests": {"result=hit": 1, "result=miss": 1},
+		"pubcrypt.vault.logins":            {"result=ok": 1, "result=failed": 1},
 		"pubcrypt.bridge.forwarded":        {"": 1},
 		"pubcrypt.bridge.message_faults":   {"action=skip": 1},
 	}
@@ -121,6 +124,7 @@ func TestNoAllocation(t *testing.T) {
 		telemetry.Failed(ctx, telemetry.Open, fault.Environment, 1)
 		telemetry.VaultRequest(ctx, telemetry.VaultDecrypt, telemetry.VaultOK, time.Millisecond)
 		telemetry.CacheLookup(ctx, true)
+		telemetry.VaultLogin(ctx, true)
 		telemetry.Forwarded(ctx)
 	}); n != 0 {
 		t.Errorf("%v allocations per message, want 0", n)
