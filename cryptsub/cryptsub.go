@@ -217,6 +217,15 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 		cancel()
 	}
 
+	infos, errs := s.DecryptBatch(ctx, msgs)
+	return msgs, infos, errs
+}
+
+// DecryptBatch decrypts raw messages in place, together, as ReceiveBatch does: for a
+// caller that receives from Unwrap() itself (with a wait of its own for the first
+// message, say). errs[i] is nil or a *DecryptError about msgs[i] alone, which is then
+// left as it was.
+func (s *Subscription) DecryptBatch(ctx context.Context, msgs []*pubsub.Message) ([]Info, []error) {
 	infos, errs := s.codec.OpenBatch(ctx, msgs)
 	for i, err := range errs {
 		if err != nil {
@@ -224,7 +233,7 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 			errs[i] = &DecryptError{Message: msgs[i], Err: err}
 		}
 	}
-	return msgs, infos, errs
+	return infos, errs
 }
 
 // Decrypt decrypts a raw message in place, as Receive does: for retrying the Message of a

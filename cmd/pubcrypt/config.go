@@ -264,9 +264,11 @@ type outage struct {
 // wait records that what failed with err and sleeps before the next attempt. It returns
 // ctx's error when ctx ends, and an environment fault when the outage has outlasted max.
 func (o *outage) wait(ctx context.Context, what string, err error) error {
-	if errors.Is(err, keyring.ErrTokenInvalid) {
-		// A static token Vault no longer accepts: no retry passes until someone gives a
-		// new one, so stop and say so (nothing was acknowledged).
+	var fe *fatalError
+	if errors.Is(err, keyring.ErrTokenInvalid) || errors.As(err, &fe) {
+		// A static token Vault no longer accepts, a key that is missing or unfit: no
+		// retry passes until someone mends it, so stop and say so (nothing was
+		// acknowledged).
 		return fault.Mark(fmt.Errorf("%s: %w", what, err), fault.Environment)
 	}
 	now := time.Now()
@@ -381,6 +383,13 @@ func (f *faultFlags) policy() (string, error) {
 	}
 	return p, nil
 }
+
+// fatalError is a fault of the environment that no retry mends (a key missing or unfit
+// for its use): outage.wait stops at once instead of riding it out.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
 
 // subscriptionError is a failure of a subscription itself, not of a message: a gocloud
 // subscription whose Receive failed stays failed, so it must be reopened.

@@ -139,8 +139,12 @@ type bridger struct {
 	onFault          string
 	dlURL            string
 	outage           outage
-	each             func(*pubsub.Message)                           // a message forwarded
-	faulty           func(verb string, m *pubsub.Message, err error) // a message dead-lettered or skipped
+	// prepare, if set, turns copies of the source messages into the messages to send, in
+	// place (reencrypt decrypts them): faults[i] for a message that can never be sent, err
+	// for a fault of the environment (the whole batch is tried again).
+	prepare func(ctx context.Context, msgs []*pubsub.Message) (faults []error, err error)
+	each    func(*pubsub.Message)                           // a message forwarded
+	faulty  func(verb string, m *pubsub.Message, err error) // a message dead-lettered or skipped
 
 	// Opened by start, reopened after an outage broke them (nil until then).
 	src *pubsub.Subscription
@@ -359,6 +363,22 @@ func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, e
 	out := make([]*pubsub.Message, len(batch))
 	for i, m := range batch {
 		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+	}
+	if b.prepare != nil {
+		pf, err := b.prepare(tctx, out)
+		if err != nil {
+			return nil, err
+		}
+		var rest []*pubsub.Message
+		var restIdx []int
+		for j, e := range pf {
+			if e != nil {
+				faults[idx[j]] = e
+			} else {
+				rest, restIdx = append(rest, out[j]), append(restIdx, idx[j])
+			}
+		}
+		out, idx = rest, restIdx
 	}
 	for len(out) > 0 {
 		err := b.dst.SendBatch(tctx, out)

@@ -7,6 +7,7 @@
 //	pubcrypt send-files     encrypt a directory's files and stream them in chunks
 //	pubcrypt receive-files  verify and write them; nothing partial ever appears
 //	pubcrypt rotate    rotate a Vault transit key
+//	pubcrypt reencrypt re-protect a retained topic under the latest key versions
 //	pubcrypt peek      what an admin sees on a topic: raw bodies and metadata, no decryption
 //	pubcrypt topics    create Kafka topics
 //	pubcrypt version   the version (also pubcrypt --version)
@@ -49,6 +50,7 @@ var commands = []command{
 	{"send-files", "encrypt the files of a directory with one-use data keys and stream them to a topic", runSendFiles},
 	{"receive-files", "receive, verify and write files sent by send-files; nothing partial ever appears", runReceiveFiles},
 	{"rotate", "rotate a Vault transit key; producers pick the new version up without a restart", runRotate},
+	{"reencrypt", "re-protect a retained encrypted topic under the latest key versions, onto another topic", runReencrypt},
 	{"peek", "print what an admin sees on a topic: raw bodies and metadata, no decryption", runPeek},
 	{"topics", "create Kafka topics: pubcrypt topics create NAME[:PARTITIONS]...", runTopics},
 	{"version", "print the version of pubcrypt and of Go (also: pubcrypt --version)", runVersion},

@@ -44,23 +44,11 @@ func (t TopicSpec) String() string { return fmt.Sprintf("%s:%d", t.Name, t.Parti
 // when it has the partitions asked for; with other partitions it is, as nothing is
 // changed. It returns the topics created.
 func CreateKafkaTopics(ctx context.Context, s KafkaSettings, topics []TopicSpec) ([]TopicSpec, error) {
-	sc, err := s.SaramaConfig() // validates s, and builds the TLS configuration once
+	adm, err := s.admin()
 	if err != nil {
 		return nil, err
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(s.Brokers...), kgo.ClientID("pubcrypt")}
-	if sc.Net.TLS.Enable {
-		opts = append(opts, kgo.DialTLSConfig(sc.Net.TLS.Config))
-	}
-	if s.SASLMechanism == "PLAIN" {
-		opts = append(opts, kgo.SASL(plain.Auth{User: s.SASLUsername, Pass: s.SASLPassword}.AsMechanism()))
-	}
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: admin client: %w", err)
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer adm.Close()
 	var created []TopicSpec
 	for _, t := range topics {
 		r, err := adm.CreateTopic(ctx, t.Partitions, -1, nil, t.Name)
@@ -82,6 +70,75 @@ func CreateKafkaTopics(ctx context.Context, s KafkaSettings, topics []TopicSpec)
 		}
 	}
 	return created, nil
+}
+
+// admin returns a franz-go admin client for the cluster of s, with the same TLS and SASL
+// settings as the topics and subscriptions pubcrypt opens. The caller closes it.
+func (s KafkaSettings) admin() (*kadm.Client, error) {
+	sc, err := s.SaramaConfig() // validates s, and builds the TLS configuration once
+	if err != nil {
+		return nil, err
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(s.Brokers...), kgo.ClientID("pubcrypt")}
+	if sc.Net.TLS.Enable {
+		opts = append(opts, kgo.DialTLSConfig(sc.Net.TLS.Config))
+	}
+	if s.SASLMechanism == "PLAIN" {
+		opts = append(opts, kgo.SASL(plain.Auth{User: s.SASLUsername, Pass: s.SASLPassword}.AsMechanism()))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: admin client: %w", err)
+	}
+	return kadm.NewClient(cl), nil
+}
+
+// KafkaEndOffsets returns the end offset (the next offset to be written) of each
+// partition of topic, now.
+func KafkaEndOffsets(ctx context.Context, s KafkaSettings, topic string) (map[int32]int64, error) {
+	adm, err := s.admin()
+	if err != nil {
+		return nil, err
+	}
+	defer adm.Close()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kafka: end offsets of %s: %w", topic, err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out, nil
+}
+
+// KafkaUnread returns how many of the records before ends (KafkaEndOffsets) the consumer
+// group has not committed yet on topic: 0 once the group has handled all of them.
+func KafkaUnread(ctx context.Context, s KafkaSettings, group, topic string, ends map[int32]int64) (int64, error) {
+	adm, err := s.admin()
+	if err != nil {
+		return 0, err
+	}
+	defer adm.Close()
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err == nil {
+		err = committed.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("kafka: committed offsets of group %s: %w", group, err)
+	}
+	var n int64
+	for p, end := range ends {
+		at := int64(0)
+		if o, ok := committed.Lookup(topic, p); ok && o.At > 0 {
+			at = o.At
+		}
+		if end > at {
+			n += end - at
+		}
+	}
+	return n, nil
 }
 
 // samePartitions checks that an existing topic has the partitions t asks for.

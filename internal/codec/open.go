@@ -3,6 +3,7 @@ package codec
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"gocloud.dev/pubsub"
 
@@ -22,6 +23,22 @@ type Info struct {
 	// KeyID and KeyVersion name the key-encryption key that wrapped the data key.
 	KeyID      string
 	KeyVersion int
+	// Sensitive names the metadata entries that travelled inside the ciphertext (whole-body
+	// messages sent with SensitiveMetadata), sorted; nil if none.
+	Sensitive []string
+
+	manifest string // of a field-level message, for FieldPolicy
+}
+
+// FieldPolicy is the field policy a field-level message was protected with: the rules
+// that selected at least one of its values (docs/FIELDS.md section 6), nil for a
+// whole-body message. Sent again under it, the decrypted message has the same values
+// protected in the same modes, under the keys' latest versions.
+func (i Info) FieldPolicy() (fields.Policy, error) {
+	if !i.Fields {
+		return nil, nil
+	}
+	return fields.ManifestPolicy(i.manifest)
 }
 
 // OpenOptions configure an Opener.
@@ -170,6 +187,14 @@ func (o *Opener) openBody(m *pubsub.Message, dataKey func(keyID, wrapped string)
 	if err != nil {
 		return info, err
 	}
+	if env.SensitiveMeta {
+		for k := range md {
+			if _, clear := m.Metadata[k]; !clear {
+				info.Sensitive = append(info.Sensitive, k)
+			}
+		}
+		slices.Sort(info.Sensitive)
+	}
 	m.Body, m.Metadata = body, md
 	return info, nil
 }
@@ -189,7 +214,7 @@ func (o *Opener) openFields(ctx context.Context, m *pubsub.Message) (Info, error
 // fieldsInfo describes a field-level message from its envelope entries, before it is
 // opened, and returns them (nil if they do not parse) for keyVersion once it has been.
 func fieldsInfo(m *pubsub.Message) (Info, *envelope.Envelope) {
-	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey]}
+	info := Info{Encrypted: true, Fields: true, KeyID: m.Metadata[envelope.HeaderKey], manifest: m.Metadata[fields.ManifestKey]}
 	env, err := envelope.Parse(withoutManifest(m.Metadata))
 	if err != nil {
 		return info, nil
