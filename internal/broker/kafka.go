@@ -256,8 +256,15 @@ func (s KafkaSettings) opener(opts Options) (*kafkapubsub.URLOpener, error) {
 	if opts.ReadAhead > 0 {
 		c.ChannelBufferSize = opts.ReadAhead
 	}
-	return &kafkapubsub.URLOpener{Brokers: s.Brokers, Config: c}, nil
+	return &kafkapubsub.URLOpener{Brokers: s.Brokers, Config: c, TopicOptions: kafkapubsub.TopicOptions{KeyName: noRecordKey}}, nil
 }
+
+// noRecordKey is the TopicOptions.KeyName of the topics pubcrypt opens, unless a URL sets
+// key_name: a metadata key no message can have (the reserved namespace; a sealed message
+// never carries it). kafkapubsub's default, "", would move a metadata entry with an empty
+// key out of the headers into the record key, where the receiver does not look: such a
+// message would fail authentication (docs/FORMAT.md section 3.1).
+const noRecordKey = "pubcrypt-kafka-no-record-key"
 
 // requireTopics fails unless every topic exists: a client that reaches the cluster is
 // asked for the topics' partitions (one metadata request), so that a missing or silent
