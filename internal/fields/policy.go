@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pubcrypt/pubcrypt/internal/fpe"
 	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
@@ -92,6 +93,10 @@ type Rule struct {
 }
 
 func (r Rule) card() bool { return r.KeepBIN || r.KeepLast4 || r.Luhn }
+
+func (r Rule) cardOptions() fpe.CardOptions {
+	return fpe.CardOptions{KeepBIN: r.KeepBIN, KeepLast4: r.KeepLast4, Luhn: r.Luhn}
+}
 
 // String returns the rule in the policy grammar: "card_number=fpe(bin,luhn)",
 // "ssn=transform(pii/ssn-fpe)".

@@ -583,21 +583,13 @@ func encryptFPE(ff *fpe.FF1, r Rule, raw []byte) ([]byte, error) {
 	return quoted(out), nil
 }
 
-// cryptFPE runs the FF1 construction the rule names: the card one when an option is
-// set, the digit one otherwise. The tweak is the rule path.
+// cryptFPE runs the FF1 construction the rule names (fpe.Encrypt: the card one when an
+// option is set, the digit one otherwise). The tweak is the rule path.
 func cryptFPE(ff *fpe.FF1, r Rule, s string, decrypt bool) (string, error) {
-	tweak := []byte(r.Path)
-	if r.card() {
-		o := fpe.CardOptions{KeepBIN: r.KeepBIN, KeepLast4: r.KeepLast4, Luhn: r.Luhn}
-		if decrypt {
-			return fpe.DecryptCard(ff, s, tweak, o)
-		}
-		return fpe.EncryptCard(ff, s, tweak, o)
-	}
 	if decrypt {
-		return fpe.DecryptDigits(ff, s, tweak)
+		return fpe.Decrypt(ff, s, []byte(r.Path), r.cardOptions())
 	}
-	return fpe.EncryptDigits(ff, s, tweak)
+	return fpe.Encrypt(ff, s, []byte(r.Path), r.cardOptions())
 }
 
 // jsonString returns the value of the JSON string token raw.
