@@ -87,6 +87,12 @@ type Rule struct {
 	// Any of them makes FPE use the card construction (fpe.EncryptCard); none, the plain
 	// digit one (fpe.EncryptDigits).
 	KeepBIN, KeepLast4, Luhn bool
+	// InVault is the FPE option vault: the key service enciphers the value itself
+	// (keyring.FPECipher; with Vault, pubcrypt's plugin vaultplugin/fpe), so the FF1 key
+	// never reaches this process and a producer allowed only to encode cannot decode.
+	// Without it the FF1 key is derived in Vault and used here, by producers and
+	// consumers alike.
+	InVault bool
 	// Role and Transformation name the Vault Transform role of a Transform rule (required)
 	// and its transformation (empty: the role's only one); [A-Za-z0-9._-], 1-128 bytes.
 	Role, Transformation string
@@ -105,7 +111,7 @@ func (r Rule) String() string {
 	if r.Mode == Transform {
 		return s + "(" + r.transformSpec() + ")"
 	}
-	if r.card() {
+	if r.card() || r.InVault {
 		var opts []string
 		if r.KeepBIN {
 			opts = append(opts, "bin")
@@ -115,6 +121,9 @@ func (r Rule) String() string {
 		}
 		if r.Luhn {
 			opts = append(opts, "luhn")
+		}
+		if r.InVault {
+			opts = append(opts, "vault")
 		}
 		s += "(" + strings.Join(opts, ",") + ")"
 	}
@@ -144,6 +153,9 @@ func (r Rule) code() string {
 	}
 	if r.Luhn {
 		b = append(b, 'c')
+	}
+	if r.InVault {
+		b = append(b, 'v')
 	}
 	return string(b)
 }
@@ -264,8 +276,10 @@ func parseRule(text string) (Rule, error) {
 				flag = &r.KeepLast4
 			case "luhn":
 				flag = &r.Luhn
+			case "vault":
+				flag = &r.InVault
 			default:
-				return Rule{}, fmt.Errorf("path %q: unknown fpe option %q (want bin, last4 or luhn)", r.Path, o)
+				return Rule{}, fmt.Errorf("path %q: unknown fpe option %q (want bin, last4, luhn or vault)", r.Path, o)
 			}
 			if *flag {
 				return Rule{}, fmt.Errorf("path %q: fpe option %q given twice", r.Path, o)
@@ -358,9 +372,19 @@ type compiled struct {
 
 func compile(p Policy) (*compiled, error) {
 	c := &compiled{rules: p, root: newNode()}
+	firstFPE := -1
 	for i, r := range p {
 		if err := checkRule(r); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrPolicy, err)
+		}
+		if r.Mode == FPE {
+			// The manifest names one FPE key and version (fk=) for the message: the FF1
+			// runs either here or in the key service, not both.
+			if firstFPE < 0 {
+				firstFPE = i
+			} else if p[firstFPE].InVault != r.InVault {
+				return nil, fmt.Errorf("%w: paths %q and %q: fpe rules of one policy are all fpe(vault) or none", ErrPolicy, p[firstFPE].Path, r.Path)
+			}
 		}
 		steps, err := parsePath(r.Path)
 		if err != nil {
@@ -388,8 +412,8 @@ func checkRule(r Rule) error {
 	if r.Mode < Transit || r.Mode > Transform {
 		return fmt.Errorf("path %q: invalid mode %d", r.Path, byte(r.Mode))
 	}
-	if r.card() && r.Mode != FPE {
-		return fmt.Errorf("path %q: bin, last4 and luhn apply to fpe only", r.Path)
+	if (r.card() || r.InVault) && r.Mode != FPE {
+		return fmt.Errorf("path %q: bin, last4, luhn and vault apply to fpe only", r.Path)
 	}
 	if r.Mode != Transform {
 		if r.Role != "" || r.Transformation != "" {
