@@ -164,7 +164,7 @@ func (r Rule) code() string {
 type Policy []Rule
 
 // String returns the policy in the grammar ParsePolicy reads; options come out in the
-// order bin, last4, luhn.
+// order bin, last4, luhn, vault.
 func (p Policy) String() string {
 	s := make([]string, len(p))
 	for i, r := range p {
@@ -185,7 +185,8 @@ func (p Policy) Validate() error {
 //	name=transit, card_number=fpe(bin,luhn), items[].sku=envelope
 //
 // Rules are separated by commas; each is path=mode, mode one of transit, envelope,
-// deterministic, fpe, transform; fpe may take options in parentheses: bin, last4, luhn;
+// deterministic, fpe, transform; fpe may take options in parentheses: bin, last4, luhn,
+// and vault (the key service runs FF1, Rule.InVault);
 // transform needs the Vault Transform role, and optionally its transformation, in
 // parentheses: transform(ROLE) or transform(ROLE/TRANSFORMATION). Spaces and tabs
 // around the parts are ignored. The empty string is the empty policy.
