@@ -311,8 +311,9 @@ func (b *backend) crypt(decrypt bool) framework.OperationFunc {
 			return logical.ErrorResponse("key not found: %q", name), logical.ErrInvalidRequest
 		}
 		results := make([]map[string]any, len(items))
+		ciphers := map[int]*fpe.FF1{} // one AES key schedule per version per request
 		for i, it := range items {
-			out, version, err := cryptItem(k, it, decrypt)
+			out, version, err := cryptItem(k, ciphers, it, decrypt)
 			if err != nil {
 				results[i] = map[string]any{"error": err.Error()}
 				continue
@@ -333,7 +334,7 @@ func (b *backend) crypt(decrypt bool) framework.OperationFunc {
 	}
 }
 
-func cryptItem(k *keyEntry, it item, decrypt bool) (string, int, error) {
+func cryptItem(k *keyEntry, ciphers map[int]*fpe.FF1, it item, decrypt bool) (string, int, error) {
 	version := it.version
 	switch {
 	case version < 0:
@@ -359,9 +360,12 @@ func cryptItem(k *keyEntry, it item, decrypt bool) (string, int, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	ff, err := fpe.NewFF1(kv.Key, 10)
-	if err != nil {
-		return "", 0, err
+	ff := ciphers[version]
+	if ff == nil {
+		if ff, err = fpe.NewFF1(kv.Key, 10); err != nil {
+			return "", 0, err
+		}
+		ciphers[version] = ff
 	}
 	var out string
 	if decrypt {

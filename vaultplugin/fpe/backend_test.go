@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/pubcrypt/pubcrypt/internal/fpe"
 )
 
 // These tests drive the backend through the sdk's own request handling and in-memory
@@ -152,5 +154,35 @@ func TestRefusals(t *testing.T) {
 	resp = mustCall(t, b, s, logical.UpdateOperation, "encode/cards", map[string]any{"value": "123456789"})
 	if v, _ := resp.Data["encoded_value"].(string); len(v) != 9 || resp.Data["key_version"] != 1 {
 		t.Fatalf("single encode: %v", resp.Data)
+	}
+}
+
+// TestSameAsLocalFPE: with a key of known bytes, the plugin's answer is internal/fpe's
+// construction of docs/FIELDS.md section 5.4 (fpe.Encrypt under the rule path), for every
+// combination of card options: fpe(vault) changes who holds the key, not the output.
+func TestSameAsLocalFPE(t *testing.T) {
+	b, s := newTestBackend(t)
+	key := make([]byte, keySize)
+	for i := range key {
+		key[i] = byte(i)
+	}
+	if err := b.putKey(context.Background(), s, "known", &keyEntry{Latest: 1, MinDecryption: 1, Versions: map[int]keyVersion{1: {Key: key}}}); err != nil {
+		t.Fatal(err)
+	}
+	ff, err := fpe.NewFF1(key, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const value = "4111-1111-1111-1111-003" // 19 digits, Luhn-valid: every option combination fits
+	for f := range 8 {
+		o := fpe.CardOptions{KeepBIN: f&1 != 0, KeepLast4: f&2 != 0, Luhn: f&4 != 0}
+		want, err := fpe.Encrypt(ff, value, []byte("card_number"), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp := mustCall(t, b, s, logical.UpdateOperation, "encode/known", map[string]any{"batch_input": []map[string]any{{"value": value, "tweak": tweak, "options": o.String()}}})
+		if got := results(t, resp)[0]["encoded_value"]; got != want {
+			t.Errorf("options %q: plugin %v, internal/fpe %q", o.String(), got, want)
+		}
 	}
 }
