@@ -118,4 +118,29 @@ func TestFPEInVault(t *testing.T) {
 		}
 	}
 	t.Logf("%d messages (key versions 1 and 2) decrypted byte for byte after the rotation: %d Vault calls on the receive side", 2*n, recvKeys.Calls())
+
+	// ReceiveBatch opens messages of both versions together: one decode call per version
+	// for the whole batch.
+	batchKeys := newVault(t, srv)
+	bsub, err := cryptsub.Open(ctx, "kafka://g-fpe-vault-batch?topic="+topic+"&offset=oldest", cryptsub.Options{Keyring: batchKeys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bsub.Shutdown(context.Background())
+	got, batches := 0, 0
+	for got < 2*n {
+		msgs, _, errs := bsub.ReceiveBatch(ctx, 2*n)
+		batches++
+		for i, m := range msgs {
+			if errs[i] != nil {
+				t.Fatalf("ReceiveBatch: %v", errs[i])
+			}
+			m.Ack()
+			if want := bodies[byOrder[m.Metadata["order"]]]; !bytes.Equal(m.Body, want) {
+				t.Fatalf("ReceiveBatch: %s, want %s", m.Body, want)
+			}
+			got++
+		}
+	}
+	t.Logf("ReceiveBatch: %d messages of both versions in %d batches, %d Vault calls on the receive side", got, batches, batchKeys.Calls())
 }
