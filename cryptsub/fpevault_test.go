@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"gocloud.dev/pubsub"
+
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
 	"github.com/pubcrypt/pubcrypt/internal/purchase"
 	"github.com/pubcrypt/pubcrypt/keyring"
@@ -48,6 +52,15 @@ func TestFPEInVault(t *testing.T) {
 	ps, bodies := purchases(7, n)
 	sendBatches(t, ctx, top, ps, bodies, 10)
 	calls := sendKeys.Calls()
+	// A card the plugin refuses (its check digit is wrong, and luhn is asked) fails its
+	// message alone, as a fault of the message, without showing the number; nothing of
+	// the batch is sent.
+	bad := strings.Replace(string(bodies[0]), ps[0].CardNumber, ps[0].CardNumber[:len(ps[0].CardNumber)-1]+luhnBreaker(ps[0].CardNumber), 1)
+	err = top.SendBatch(ctx, []*pubsub.Message{{Body: []byte(bad), Metadata: map[string]string{"order": "bad"}}})
+	if err == nil || !fault.IsMessage(err) || !errors.Is(err, keyring.ErrValueRefused) || strings.Contains(err.Error(), ps[0].CardNumber[7:]) {
+		t.Fatalf("a card failing the Luhn check: %v; want a message fault, ErrValueRefused, without the number", err)
+	}
+	t.Logf("a card failing the Luhn check: %v", err)
 	if err := srv.RotateFPEPluginKey(ctx, mount, fpeKey); err != nil {
 		t.Fatal(err)
 	}
@@ -143,4 +156,11 @@ func TestFPEInVault(t *testing.T) {
 		}
 	}
 	t.Logf("ReceiveBatch: %d messages of both versions in %d batches, %d Vault calls on the receive side", got, batches, batchKeys.Calls())
+}
+
+// luhnBreaker returns a last digit other than card's own, so that the card fails the
+// Luhn check.
+func luhnBreaker(card string) string {
+	last := card[len(card)-1]
+	return string(rune('0' + (last-'0'+1)%10))
 }

@@ -605,14 +605,18 @@ func (s *Sealer) encryptFPEInVault(ctx context.Context, items []keyring.FPEItem,
 			return nil
 		}
 	}
-	if version <= 0 || version >= 1<<31 {
-		return fmt.Errorf("fields: fpe(vault) with key %q: key service returned version %d", s.keys.FPE, version)
-	}
+	checked := false
 	for j, ref := range refs {
 		p := plans[ref.msg]
 		if failed.has(ref.msg) {
 			continue
 		}
+		// Checked once some value came back: when every one was refused, no version was
+		// used.
+		if !checked && (version <= 0 || version >= 1<<31) {
+			return fmt.Errorf("fields: fpe(vault) with key %q: key service returned version %d", s.keys.FPE, version)
+		}
+		checked = true
 		out := items[j].Result
 		if len(out) != len(items[j].Value) || !plainString(out) {
 			// The key service's doing, not the message's.
