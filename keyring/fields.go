@@ -43,3 +43,33 @@ type Transformer interface {
 	TransformEncode(ctx context.Context, role, transformation string, values []string) ([]string, error)
 	TransformDecode(ctx context.Context, role, transformation string, values []string) ([]string, error)
 }
+
+// FPEItem is one value for a key service that runs format-preserving encryption itself
+// (FPECipher): the FF1 key stays in the key service.
+type FPEItem struct {
+	// Value is the input: digits and separators (" -./()+"). Result is the output, of the
+	// same shape.
+	Value, Result string
+	// Tweak is the FF1 tweak (field encryption: the rule path).
+	Tweak []byte
+	// Options are the card options, comma-separated, as the policy writes them: "bin",
+	// "last4", "luhn"; "" for none (every digit enciphered).
+	Options string
+	// Err is set by a batch call for an item that failed alone; the other items stand.
+	Err error
+}
+
+// FPECipher is implemented by a FieldKeyring that runs FF1 itself, so that the key never
+// reaches the caller (*Vault does, with pubcrypt's Vault FPE plugin, vaultplugin/fpe);
+// field mode fpe with option vault needs it. Unlike FieldKeyring.FPEKey, encoding and
+// decoding are separate calls that the key service authorises separately: a producer
+// allowed only to encode cannot decode what it sent.
+type FPECipher interface {
+	// FPEEncrypt enciphers every item (Value → Result) under the latest version of the
+	// named key, in one call, and returns that version, the same for every item. An
+	// error means the call failed as a whole; per-item failures are in Err.
+	FPEEncrypt(ctx context.Context, key string, items []FPEItem) (version int, err error)
+	// FPEDecrypt deciphers every item (Value → Result) under the given version, as above.
+	// FPE is not authenticated: the version must be the one FPEEncrypt returned.
+	FPEDecrypt(ctx context.Context, key string, version int, items []FPEItem) error
+}

@@ -46,20 +46,24 @@ type VaultOptions struct {
 	// Auth says how the keyring obtains and renews its token; the zero value uses the
 	// token of Client or VAULT_TOKEN, renewed if it is renewable.
 	Auth VaultAuth
+	// FPEMount is where pubcrypt's Vault FPE plugin (vaultplugin/fpe) is enabled, for
+	// field mode fpe(vault) (FPEEncrypt, FPEDecrypt); default DefaultFPEMount.
+	FPEMount string
 }
 
 // Vault is a Keyring backed by HashiCorp Vault's Transit engine: data keys come from
 // transit/datakey/plaintext and are unwrapped by transit/decrypt, so the key-encryption key
 // never leaves Vault. It is safe for concurrent use.
 type Vault struct {
-	client  *api.Client
-	mount   string
-	key     string
-	timeout time.Duration
-	calls   atomic.Int64
-	infos   keyInfoCache   // key configs read by FPEKey, kept ~30 s
-	auth    *session       // the token: static, from a file, or from logins
-	https   []*http.Client // the HTTP clients of the requests and of the logins, for Close
+	client   *api.Client
+	mount    string
+	key      string
+	timeout  time.Duration
+	calls    atomic.Int64
+	infos    keyInfoCache   // key configs read by FPEKey, kept ~30 s
+	auth     *session       // the token: static, from a file, or from logins
+	https    []*http.Client // the HTTP clients of the requests and of the logins, for Close
+	fpeMount string         // VaultOptions.FPEMount
 }
 
 var _ Keyring = (*Vault)(nil)
@@ -77,7 +81,19 @@ func NewVault(opts VaultOptions) (*Vault, error) {
 	if !transitName.MatchString(opts.Key) {
 		return nil, &OptionError{Option: "VaultOptions.Key", Reason: fmt.Sprintf("%q is not a valid transit key name (letters, digits, _ . -)", opts.Key)}
 	}
-	return openVault("VaultOptions", opts.Mount, "transit", opts.Key, opts.Timeout, opts.Client, opts.Auth)
+	fm := strings.Trim(opts.FPEMount, "/")
+	if fm == "" {
+		fm = DefaultFPEMount
+	}
+	if !validMount(fm) {
+		return nil, &OptionError{Option: "VaultOptions.FPEMount", Reason: fmt.Sprintf("%q is not a valid mount path", opts.FPEMount)}
+	}
+	v, err := openVault("VaultOptions", opts.Mount, "transit", opts.Key, opts.Timeout, opts.Client, opts.Auth)
+	if err != nil {
+		return nil, err
+	}
+	v.fpeMount = fm
+	return v, nil
 }
 
 // OptionError is the error of NewVault and NewTransform for an option that cannot be

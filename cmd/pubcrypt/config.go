@@ -28,6 +28,7 @@ import (
 // Vault's own environment variables, or a key-encryption key by URL (--kek).
 type vaultFlags struct {
 	mount, key, detKey, fpeKey, kek, kekID string
+	fpeMount                               string
 	timeout                                time.Duration
 	auth                                   map[string]*string // keyring.VaultAuthSettings by name
 }
@@ -36,7 +37,8 @@ func (v *vaultFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&v.mount, "vault-mount", "transit", "path of Vault's transit secrets engine")
 	fs.StringVar(&v.key, "vault-key", keyring.DefaultKey, "transit key that wraps data keys and encrypts transit fields")
 	fs.StringVar(&v.detKey, "vault-det-key", keyring.DefaultDeterministicKey, "derived convergent transit key for deterministic fields")
-	fs.StringVar(&v.fpeKey, "vault-fpe-key", keyring.DefaultFPEKey, "transit key from which format-preserving-encryption keys are derived")
+	fs.StringVar(&v.fpeKey, "vault-fpe-key", keyring.DefaultFPEKey, "transit key from which format-preserving-encryption keys are derived (fields fpe(...,vault): the key inside the FPE plugin)")
+	fs.StringVar(&v.fpeMount, "vault-fpe-mount", keyring.DefaultFPEMount, "path of pubcrypt's Vault FPE plugin, for fields fpe(...,vault)")
 	fs.DurationVar(&v.timeout, "vault-timeout", 10*time.Second, "longest wait for one answer from Vault (or from the --kek key service)")
 	fs.StringVar(&v.kekID, "kek-id", "", "name of the --kek key in envelopes, the same on every side (default: derived from the URL's scheme, host and path, so an alias and an ARN of one AWS key differ)")
 	v.auth = map[string]*string{}
@@ -88,7 +90,7 @@ func (v *vaultFlags) vault() (*keyring.Vault, error) {
 	if v.timeout <= 0 {
 		return nil, usagef("--vault-timeout must be positive")
 	}
-	kr, err := keyring.NewVault(keyring.VaultOptions{Mount: v.mount, Key: v.key, Timeout: v.timeout, Auth: auth})
+	kr, err := keyring.NewVault(keyring.VaultOptions{Mount: v.mount, Key: v.key, Timeout: v.timeout, Auth: auth, FPEMount: v.fpeMount})
 	var oe *keyring.OptionError
 	if errors.As(err, &oe) {
 		if name, ok := strings.CutPrefix(oe.Option, "VaultOptions.Auth."); ok {

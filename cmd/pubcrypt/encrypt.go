@@ -31,7 +31,8 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		"JSON, a field of the wrong type) follows --on-message-fault. SIGINT or SIGTERM stops\n"+
 		"receiving, finishes the batch in flight and exits 0.\n\n"+
 		"Field policy grammar: path=mode[(options)],... with modes transit, envelope,\n"+
-		"deterministic, fpe (options bin, last4, luhn); paths like name, address.city, items[].sku.\n\n"+
+		"deterministic, fpe (options bin, last4, luhn; vault: FF1 inside Vault's FPE plugin,\n"+
+		"see --vault-fpe-mount); paths like name, address.city, items[].sku.\n\n"+
 		"Example: pubcrypt encrypt --sub 'kafka://pubcrypt-encryptor?topic=purchases&offset=oldest' \\\n"+
 		"           --topic kafka://purchases_encrypted --fields '"+defaultFieldPolicy+"' \\\n"+
 		"           --dead-letter kafka://purchases_dead_letter")

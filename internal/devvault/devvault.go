@@ -73,6 +73,11 @@ type Options struct {
 	// and Client, Env and Setenv trust that CA. Vault then also asks clients for a
 	// certificate, which the cert auth method checks. Dev servers only.
 	TLSDir string
+
+	// FPEPluginMount, if not empty, loads pubcrypt's Vault FPE plugin (vaultplugin/fpe) into
+	// a dev server (-dev-plugin-dir) and enables it at this path; FPEPluginBin names its
+	// binary (empty: $PUBCRYPT_FPE_PLUGIN_BIN). Start fails without one. See fpeplugin.go.
+	FPEPluginMount, FPEPluginBin string
 }
 
 // Server is a running Vault server: a dev server, or a persistent one (Options.StorageDir).
@@ -92,6 +97,7 @@ type Server struct {
 	storageDir string // "" for a dev server
 	tlsDir     string // Options.TLSDir
 	unsealKey  string // persistent servers only; never written anywhere
+	pluginDir  string // -dev-plugin-dir, with Options.FPEPluginMount
 
 	life sync.Mutex // serialises Stop, Kill and Restart
 	mu   sync.Mutex
@@ -130,9 +136,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("devvault: %s already holds a Vault, whose unseal key is not known here: give Start an empty StorageDir", data)
 		}
 	}
+	pluginDir, err := fpePluginDir(opts)
+	if err != nil {
+		return nil, err
+	}
 	var s *Server
 	for try := 1; ; try++ {
-		s = &Server{log: log, bin: bin, storageDir: opts.StorageDir, tlsDir: opts.TLSDir}
+		s = &Server{log: log, bin: bin, storageDir: opts.StorageDir, tlsDir: opts.TLSDir, pluginDir: pluginDir}
 		err = start(ctx, s)
 		if err == nil {
 			break
@@ -144,6 +154,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := s.setup(ctx, opts.Keys); err != nil {
 		s.Kill()
 		return nil, err
+	}
+	if opts.FPEPluginMount != "" {
+		if err := s.EnableFPEPlugin(ctx, opts.FPEPluginMount); err != nil {
+			s.Kill()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -192,6 +208,9 @@ func startDev(ctx context.Context, s *Server) error {
 		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+s.tlsDir)
 		s.Addr = "https://" + s.listen
 		s.CACert = filepath.Join(s.tlsDir, "vault-ca.pem")
+	}
+	if s.pluginDir != "" {
+		args = append(args, "-dev-plugin-dir="+s.pluginDir)
 	}
 	p, err := s.spawn(args, "VAULT_DEV_ROOT_TOKEN_ID="+token)
 	if err != nil {

@@ -7,8 +7,11 @@
 //     topics and must find the envelope headers but none of the plaintext that was sent;
 //   - producers and consumers authenticate with Vault tokens that hold only the policies
 //     of terraform/vault/main.tf (read from that file at test time), and each role must be
-//     refused the other's work with keyring.ErrPermissionDenied.
+//     refused the other's work with keyring.ErrPermissionDenied; the dev server loads
+//     pubcrypt's FPE plugin, so that fpe(vault) fields are tested under those policies too.
 //
-// kcat is installed by scripts/install-test-tools.sh; without it the kcat test fails.
+// kcat is installed by scripts/install-test-tools.sh; without it the kcat test fails. The
+// FPE plugin is built by scripts/install-fpe-plugin.sh ($PUBCRYPT_FPE_PLUGIN_BIN);
+// without it the package fails.
 // The package has no non-test code.
 package e2e

@@ -51,7 +51,8 @@ var protectionModes = []struct {
 // pubcrypt. cryptsub still refuses it the message (the message MAC needs the data key),
 // but that is no protection against a stolen producer token: the test shows it by
 // decoding every card number of the raw topic with the producer token. Put only what the
-// producer may know anyway into fpe (and deterministic) fields.
+// producer may know anyway into fpe (and deterministic) fields, or use fpe(vault), whose
+// FF1 runs inside Vault: TestLeastPrivilegeFPEPlugin shows the producer token refused.
 func TestLeastPrivilege(t *testing.T) {
 	const n = 5
 	var topics []string

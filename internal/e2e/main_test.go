@@ -58,13 +58,18 @@ func run(m *testing.M) (int, error) {
 	if names.Mount != "transit" {
 		return 0, fmt.Errorf("terraform's default transit mount is %q; devvault mounts transit at \"transit\": adapt the test", names.Mount)
 	}
-	srv, err := devvault.Start(ctx, devvault.Options{Keys: []string{names.Data}})
+	// With pubcrypt's FPE plugin loaded and enabled where terraform mounts it
+	// ($PUBCRYPT_FPE_PLUGIN_BIN, scripts/install-fpe-plugin.sh; without it the package fails).
+	srv, err := devvault.Start(ctx, devvault.Options{Keys: []string{names.Data}, FPEPluginMount: names.FPEPluginMount})
 	if err != nil {
 		return 0, fmt.Errorf("cannot start the Vault dev server these tests need: %w", err)
 	}
 	defer srv.Stop()
 	vaultServer = srv
 	if err := srv.CreateFieldKeys(ctx, names.Deterministic, names.FPE); err != nil {
+		return 0, err
+	}
+	if err := srv.CreateFPEPluginKey(ctx, names.FPEPluginMount, names.FPEPluginKey); err != nil {
 		return 0, err
 	}
 	// As terraform/vault/main.tf does (disable_upsert defaults to true): an encrypt call
@@ -85,9 +90,11 @@ func run(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// tfNames are the transit mount and key names of the Terraform configuration.
+// tfNames are the transit mount and key names of the Terraform configuration, and the
+// mount and key of the FPE plugin.
 type tfNames struct {
 	Mount, Data, Deterministic, FPE string
+	FPEPluginMount, FPEPluginKey    string
 }
 
 // readNames reads the string defaults of the mount and key variables.
@@ -108,7 +115,8 @@ func readNames(path string) (tfNames, error) {
 	for _, f := range []struct {
 		dst  *string
 		name string
-	}{{&n.Mount, "transit_mount"}, {&n.Data, "data_key_name"}, {&n.Deterministic, "deterministic_key_name"}, {&n.FPE, "fpe_key_name"}} {
+	}{{&n.Mount, "transit_mount"}, {&n.Data, "data_key_name"}, {&n.Deterministic, "deterministic_key_name"}, {&n.FPE, "fpe_key_name"},
+		{&n.FPEPluginMount, "fpe_plugin_mount"}, {&n.FPEPluginKey, "fpe_plugin_key_name"}} {
 		if *f.dst, err = get(f.name); err != nil {
 			return tfNames{}, err
 		}
@@ -130,6 +138,8 @@ func readPolicies(path string, n tfNames) (map[string]string, error) {
 		"${vault_transit_secret_backend_key.data.name}", n.Data,
 		"${vault_transit_secret_backend_key.deterministic.name}", n.Deterministic,
 		"${vault_transit_secret_backend_key.fpe.name}", n.FPE,
+		"${local.fpe_mount}", n.FPEPluginMount,
+		"${local.fpe_key}", n.FPEPluginKey,
 	)
 	out := map[string]string{}
 	for _, role := range []string{"producer", "consumer"} {
@@ -158,7 +168,7 @@ func vaultWith(t testing.TB, token string) *keyring.Vault {
 		t.Fatal(err)
 	}
 	c.SetToken(token)
-	v, err := keyring.NewVault(keyring.VaultOptions{Client: c, Key: names.Data})
+	v, err := keyring.NewVault(keyring.VaultOptions{Client: c, Key: names.Data, FPEMount: names.FPEPluginMount})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,8 @@
 // locally under the message's data key, with no key-service call per message;
 // Deterministic and FPE give equal outputs for equal inputs under one rule, so values can
 // be joined and counted without decrypting them, and FPE keeps the value a string of
-// digits of the same shape. Transform hands the string to a role of Vault Enterprise's
+// digits of the same shape; with the option vault (fpe(bin,luhn,vault)) the key service
+// runs FF1 itself, so the key never reaches producers. Transform hands the string to a role of Vault Enterprise's
 // Transform engine (named in the rule and the manifest) and keeps what it returns. The
 // key-service calls are batched: one per Vault key (or Transform role) for a whole batch
 // of messages on the send side, one per key per message on the receive side.

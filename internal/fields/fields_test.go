@@ -586,6 +586,7 @@ func TestManifestParse(t *testing.T) {
 		"v1;id=" + id + ";r=" + tag,
 		"v1;id=" + id + ";tk=pii;dk=pii-det;fk=pii-fpe@12;r=name:t,email:d,card:fbc,items[].sku:e" + tag,
 		"v1;id=" + id + ";fk=k@1;r=a:f,b:fblc,c:fl" + tag,
+		"v1;id=" + id + ";fk=k@3;r=a:fv,b:fbcv" + tag,
 	}
 	for _, s := range good {
 		m, err := parseManifest(s, nil)
@@ -617,6 +618,9 @@ func TestManifestParse(t *testing.T) {
 		"v1;id=" + id + ";fk=k@99999999999;r=a:f" + tag,                // too big
 		"v1;id=" + id + ";fk=k@1;r=a:fcb" + tag,                        // option order
 		"v1;id=" + id + ";fk=k@1;r=a:fbb" + tag,                        // option twice
+		"v1;id=" + id + ";fk=k@1;r=a:fvc" + tag,                        // vault not last
+		"v1;id=" + id + ";fk=k@1;r=a:fv,b:fc" + tag,                    // vault and local FPE
+		"v1;id=" + id + ";tk=k;r=a:tv" + tag,                           // vault on transit
 		"v1;id=" + id + ";tk=k;r=a:tb" + tag,                           // option on transit
 		"v1;id=" + id + ";r=a:x" + tag,                                 // mode
 		"v1;id=" + id + ";r=a:e,a:e" + tag,                             // duplicate

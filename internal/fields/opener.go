@@ -145,9 +145,31 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []Received) []Opened {
 		}
 	}
 	var transforms transformBatches
+	// fpe(vault) values per key name and version.
+	type fpeGroup struct {
+		key     string
+		version int
+		items   []keyring.FPEItem
+		refs    []itemRef
+	}
+	var fpeGroups []*fpeGroup
+	fpeIndex := map[fpeID]*fpeGroup{}
 	for i, p := range plans {
 		if p == nil {
 			continue
+		}
+		if len(p.fpe) > 0 {
+			id := fpeID{p.r.m.fpe, p.r.m.fpeVersion}
+			g := fpeIndex[id]
+			if g == nil {
+				g = &fpeGroup{key: id.name, version: id.version}
+				fpeIndex[id] = g
+				fpeGroups = append(fpeGroups, g)
+			}
+			g.items = append(g.items, p.fpe...)
+			for _, k := range p.fpeRefs {
+				g.refs = append(g.refs, itemRef{msg: i, match: k})
+			}
 		}
 		if len(p.transit) > 0 {
 			addGroup("transit", p.r.m.transit, p.transit, p.transitRefs, i)
@@ -164,7 +186,7 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []Received) []Opened {
 
 	// errs[i][c] is call c's error for message i; the first in call order is reported,
 	// as Open reports the first of its calls' errors.
-	ncalls := len(groups) + len(transforms.list)
+	ncalls := len(groups) + len(transforms.list) + len(fpeGroups)
 	callErrs := make([][]error, len(msgs))
 	setErr := func(msg, call int, err error) {
 		if callErrs[msg] == nil {
@@ -214,6 +236,30 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []Received) []Opened {
 			return nil
 		})
 	}
+	for f, g := range fpeGroups {
+		c := len(groups) + len(transforms.list) + f
+		calls = append(calls, func() error {
+			errAll := o.decryptFPEInVault(ctx, g.key, g.version, g.items)
+			mu.Lock()
+			defer mu.Unlock()
+			perItem := errAll != nil && fault.IsMessage(errAll)
+			for j, ref := range g.refs {
+				p := plans[ref.msg]
+				it := g.items[j]
+				switch {
+				case errAll != nil && (!perItem || it.Err == nil && it.Result == ""):
+					setErr(ref.msg, c, errAll)
+				case it.Err != nil:
+					setErr(ref.msg, c, fmt.Errorf("field %q: fpe(vault) with key %q version %d: %w", p.ms[ref.match].path, g.key, g.version, it.Err))
+				case len(it.Result) != len(it.Value) || !plainString(it.Result):
+					setErr(ref.msg, c, fmt.Errorf("field %q: key service returned an fpe value of another shape", p.ms[ref.match].path))
+				default:
+					p.repl[ref.match] = quoted(it.Result)
+				}
+			}
+			return nil
+		})
+	}
 	_ = concurrently(calls...)
 
 	for i, p := range plans {
@@ -246,6 +292,8 @@ type openPlan struct {
 	transit, det         []keyring.TransitItem
 	transitRefs, detRefs []int
 	transforms           transformBatches
+	fpe                  []keyring.FPEItem // fpe(vault) values, deciphered by the key service
+	fpeRefs              []int
 }
 
 func (p *openPlan) fail(err error) error {
@@ -344,6 +392,11 @@ func (o *Opener) prepare(ctx context.Context, body []byte, md map[string]string,
 			}
 			p.repl[k] = pt
 		case FPE:
+			if rule.InVault {
+				p.fpe = append(p.fpe, keyring.FPEItem{Value: s, Tweak: []byte(rule.Path), Options: rule.cardOptions().String()})
+				p.fpeRefs = append(p.fpeRefs, k)
+				continue
+			}
 			ff, err := o.fpe.get(ctx, r.m.fpe, r.m.fpeVersion)
 			if err != nil {
 				return fail(err)
@@ -390,6 +443,18 @@ func (o *Opener) decodeBatch(ctx context.Context, b *transformBatch) ([]string, 
 		return nil, fmt.Errorf("decode %d fields with transform role %q: key service returned %d values", len(b.values), b.role, len(out))
 	}
 	return out, nil
+}
+
+// decryptFPEInVault asks the key service to decipher one key version's fpe(vault) values.
+func (o *Opener) decryptFPEInVault(ctx context.Context, key string, version int, items []keyring.FPEItem) error {
+	fc, ok := o.fk.(keyring.FPECipher)
+	if !ok {
+		return fmt.Errorf("fpe(vault) with key %q: Opener has no key service that implements keyring.FPECipher (keyring.Vault does, with pubcrypt's Vault FPE plugin)", key)
+	}
+	if err := fc.FPEDecrypt(ctx, key, version, items); err != nil {
+		return fmt.Errorf("fpe(vault) %d fields with key %q version %d: %w", len(items), key, version, err)
+	}
+	return nil
 }
 
 // jsonQuote returns s as a JSON string: as is between quotes when it needs no escapes,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/pubcrypt/pubcrypt/internal/fpe"
 	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
@@ -86,12 +87,22 @@ type Rule struct {
 	// Any of them makes FPE use the card construction (fpe.EncryptCard); none, the plain
 	// digit one (fpe.EncryptDigits).
 	KeepBIN, KeepLast4, Luhn bool
+	// InVault is the FPE option vault: the key service enciphers the value itself
+	// (keyring.FPECipher; with Vault, pubcrypt's plugin vaultplugin/fpe), so the FF1 key
+	// never reaches this process and a producer allowed only to encode cannot decode.
+	// Without it the FF1 key is derived in Vault and used here, by producers and
+	// consumers alike.
+	InVault bool
 	// Role and Transformation name the Vault Transform role of a Transform rule (required)
 	// and its transformation (empty: the role's only one); [A-Za-z0-9._-], 1-128 bytes.
 	Role, Transformation string
 }
 
 func (r Rule) card() bool { return r.KeepBIN || r.KeepLast4 || r.Luhn }
+
+func (r Rule) cardOptions() fpe.CardOptions {
+	return fpe.CardOptions{KeepBIN: r.KeepBIN, KeepLast4: r.KeepLast4, Luhn: r.Luhn}
+}
 
 // String returns the rule in the policy grammar: "card_number=fpe(bin,luhn)",
 // "ssn=transform(pii/ssn-fpe)".
@@ -100,7 +111,7 @@ func (r Rule) String() string {
 	if r.Mode == Transform {
 		return s + "(" + r.transformSpec() + ")"
 	}
-	if r.card() {
+	if r.card() || r.InVault {
 		var opts []string
 		if r.KeepBIN {
 			opts = append(opts, "bin")
@@ -110,6 +121,9 @@ func (r Rule) String() string {
 		}
 		if r.Luhn {
 			opts = append(opts, "luhn")
+		}
+		if r.InVault {
+			opts = append(opts, "vault")
 		}
 		s += "(" + strings.Join(opts, ",") + ")"
 	}
@@ -140,6 +154,9 @@ func (r Rule) code() string {
 	if r.Luhn {
 		b = append(b, 'c')
 	}
+	if r.InVault {
+		b = append(b, 'v')
+	}
 	return string(b)
 }
 
@@ -147,7 +164,7 @@ func (r Rule) code() string {
 type Policy []Rule
 
 // String returns the policy in the grammar ParsePolicy reads; options come out in the
-// order bin, last4, luhn.
+// order bin, last4, luhn, vault.
 func (p Policy) String() string {
 	s := make([]string, len(p))
 	for i, r := range p {
@@ -168,7 +185,8 @@ func (p Policy) Validate() error {
 //	name=transit, card_number=fpe(bin,luhn), items[].sku=envelope
 //
 // Rules are separated by commas; each is path=mode, mode one of transit, envelope,
-// deterministic, fpe, transform; fpe may take options in parentheses: bin, last4, luhn;
+// deterministic, fpe, transform; fpe may take options in parentheses: bin, last4, luhn,
+// and vault (the key service runs FF1, Rule.InVault);
 // transform needs the Vault Transform role, and optionally its transformation, in
 // parentheses: transform(ROLE) or transform(ROLE/TRANSFORMATION). Spaces and tabs
 // around the parts are ignored. The empty string is the empty policy.
@@ -259,8 +277,10 @@ func parseRule(text string) (Rule, error) {
 				flag = &r.KeepLast4
 			case "luhn":
 				flag = &r.Luhn
+			case "vault":
+				flag = &r.InVault
 			default:
-				return Rule{}, fmt.Errorf("path %q: unknown fpe option %q (want bin, last4 or luhn)", r.Path, o)
+				return Rule{}, fmt.Errorf("path %q: unknown fpe option %q (want bin, last4, luhn or vault)", r.Path, o)
 			}
 			if *flag {
 				return Rule{}, fmt.Errorf("path %q: fpe option %q given twice", r.Path, o)
@@ -353,9 +373,19 @@ type compiled struct {
 
 func compile(p Policy) (*compiled, error) {
 	c := &compiled{rules: p, root: newNode()}
+	firstFPE := -1
 	for i, r := range p {
 		if err := checkRule(r); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrPolicy, err)
+		}
+		if r.Mode == FPE {
+			// The manifest names one FPE key and version (fk=) for the message: the FF1
+			// runs either here or in the key service, not both.
+			if firstFPE < 0 {
+				firstFPE = i
+			} else if p[firstFPE].InVault != r.InVault {
+				return nil, fmt.Errorf("%w: paths %q and %q: fpe rules of one policy are all fpe(vault) or none", ErrPolicy, p[firstFPE].Path, r.Path)
+			}
 		}
 		steps, err := parsePath(r.Path)
 		if err != nil {
@@ -383,8 +413,8 @@ func checkRule(r Rule) error {
 	if r.Mode < Transit || r.Mode > Transform {
 		return fmt.Errorf("path %q: invalid mode %d", r.Path, byte(r.Mode))
 	}
-	if r.card() && r.Mode != FPE {
-		return fmt.Errorf("path %q: bin, last4 and luhn apply to fpe only", r.Path)
+	if (r.card() || r.InVault) && r.Mode != FPE {
+		return fmt.Errorf("path %q: bin, last4, luhn and vault apply to fpe only", r.Path)
 	}
 	if r.Mode != Transform {
 		if r.Role != "" || r.Transformation != "" {

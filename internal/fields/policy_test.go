@@ -36,6 +36,8 @@ func TestParsePolicy(t *testing.T) {
 		{in: "a-b_C9.x=transit", want: Policy{{Path: "a-b_C9.x", Mode: Transit}}},
 		{in: "items[]=envelope", want: Policy{{Path: "items[]", Mode: Envelope}}},
 		{in: "a.b=transit,a.c=envelope", want: Policy{{Path: "a.b", Mode: Transit}, {Path: "a.c", Mode: Envelope}}},
+		{in: "card=fpe(vault, luhn,bin)", want: Policy{{Path: "card", Mode: FPE, KeepBIN: true, Luhn: true, InVault: true}}, str: "card=fpe(bin,luhn,vault)"},
+		{in: "ssn=fpe(vault),card=fpe(bin,vault)", want: Policy{{Path: "ssn", Mode: FPE, InVault: true}, {Path: "card", Mode: FPE, KeepBIN: true, InVault: true}}},
 	} {
 		p, err := ParsePolicy(tc.in)
 		if err != nil {
@@ -61,6 +63,9 @@ func TestParsePolicy(t *testing.T) {
 func TestParsePolicyErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"name", "want path=mode"},
+		{"a=fpe(vault),b=fpe(luhn)", "all fpe(vault) or none"},
+		{"a=fpe(vault,vault)", "given twice"},
+		{"a=transit(vault)", "takes no options"},
 		{"name=", "unknown mode"},
 		{"=transit", "empty path"},
 		{"name=secret", "unknown mode"},

@@ -102,6 +102,9 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 			key, field = &s.keys.Deterministic, &worst.det
 		case FPE:
 			key, field = &s.keys.FPE, &worst.fpe
+			if _, ok := s.fk.(keyring.FPECipher); r.InVault && !ok {
+				return nil, fmt.Errorf("%w: rule %q: fpe(vault) needs a key service that implements keyring.FPECipher (keyring.Vault does, with pubcrypt's Vault FPE plugin)", ErrPolicy, r.Path)
+			}
 		case Transform:
 			// The role travels in the rule's manifest token; no key name to configure.
 			if _, ok := s.fk.(keyring.Transformer); !ok {
@@ -289,7 +292,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 		}
 		p.m.setKeys(s.keys)
 		plans[i] = p
-		needFPE = needFPE || p.m.fpe != ""
+		needFPE = needFPE || p.m.fpe != "" && !p.vaultFPE()
 	}
 
 	var ff *fpe.FF1
@@ -309,6 +312,8 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	var transit, det []keyring.TransitItem
 	var transitRefs, detRefs []itemRef
 	var transforms transformBatches
+	var vaultFPE []keyring.FPEItem
+	var vaultFPERefs []itemRef
 	for i, p := range plans {
 		if p == nil {
 			continue
@@ -323,6 +328,8 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 			ref   itemRef
 		}
 		var myTransforms []transformValue
+		var myFPE []keyring.FPEItem
+		var myFPERefs []itemRef
 		err := func() error {
 			if _, err := io.ReadFull(s.rand, p.m.id[:]); err != nil {
 				return fault.Mark(fmt.Errorf("message ID: %w", err), fault.Environment)
@@ -343,6 +350,15 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 					myDet = append(myDet, keyring.TransitItem{Plaintext: raw, Context: []byte(detContext + r.Path)})
 					myDetRefs = append(myDetRefs, itemRef{i, k})
 				case FPE:
+					if r.InVault {
+						v, err := jsonString(raw)
+						if err != nil {
+							return fmt.Errorf("%w: field %q: fpe needs a JSON string of digits and separators (%q)", ErrFieldType, mt.path, fpe.Separators)
+						}
+						myFPE = append(myFPE, keyring.FPEItem{Value: v, Tweak: []byte(r.Path), Options: r.cardOptions().String()})
+						myFPERefs = append(myFPERefs, itemRef{i, k})
+						continue
+					}
 					out, err := encryptFPE(ff, r, raw)
 					if err != nil {
 						return err
@@ -382,6 +398,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 		for _, tv := range myTransforms {
 			transforms.add(tv.r, tv.value, tv.ref)
 		}
+		vaultFPE, vaultFPERefs = append(vaultFPE, myFPE...), append(vaultFPERefs, myFPERefs...)
 	}
 
 	var calls []func() error
@@ -394,11 +411,23 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	for _, b := range transforms.list {
 		calls = append(calls, func() error { return s.encode(ctx, b, plans, failed) })
 	}
+	if len(vaultFPE) > 0 {
+		calls = append(calls, func() error { return s.encryptFPEInVault(ctx, vaultFPE, vaultFPERefs, plans, failed) })
+	}
 	if err := concurrently(calls...); err != nil {
 		return nil, err
 	}
 	if failed.n > 0 {
 		return nil, &BatchError{Errs: failed.errs}
+	}
+	for _, p := range plans {
+		// The version of fpe(vault) values is known only now: the manifest again.
+		if p != nil && p.m.fpe != "" && p.vaultFPE() {
+			p.m.unsigned = p.m.formatUnsigned()
+			if n := len(p.m.unsigned) + len(tagField) + tagTextLen; n > MaxManifestLen {
+				return nil, fmt.Errorf("fields: %w: %d bytes exceeds the %d-byte limit", ErrManifest, n, MaxManifestLen)
+			}
+		}
 	}
 
 	out := make([]Output, len(plans))
@@ -536,6 +565,69 @@ func (s *Sealer) encode(ctx context.Context, b *transformBatch, plans []*sealPla
 	return nil
 }
 
+// vaultFPE reports whether the message's FPE rules are fpe(vault) (a policy's FPE rules
+// are all one or the other, see compile).
+func (p *sealPlan) vaultFPE() bool {
+	for _, r := range p.m.rules {
+		if r.Mode == FPE {
+			return r.InVault
+		}
+	}
+	return false
+}
+
+// encryptFPEInVault sends the fpe(vault) values of the batch to the key service in one
+// call and writes the results and the key version into the plans. Values it refuses fail
+// their messages, as in encrypt.
+func (s *Sealer) encryptFPEInVault(ctx context.Context, items []keyring.FPEItem, refs []itemRef, plans []*sealPlan, failed *failures) error {
+	fc, ok := s.fk.(keyring.FPECipher)
+	if !ok {
+		return fault.Mark(fmt.Errorf("fields: %w: fpe(vault) needs a key service that implements keyring.FPECipher", ErrPolicy), fault.Environment)
+	}
+	version, err := fc.FPEEncrypt(ctx, s.keys.FPE, items)
+	if err != nil {
+		err = fmt.Errorf("fields: fpe(vault) %d fields with key %q: %w", len(items), s.keys.FPE, err)
+		if !fault.IsMessage(err) {
+			return err
+		}
+		perItem := false
+		for _, it := range items {
+			perItem = perItem || it.Err != nil
+		}
+		for j, ref := range refs {
+			if !perItem {
+				failed.add(ref.msg, err)
+			} else if it := items[j]; it.Err != nil {
+				failed.add(ref.msg, fmt.Errorf("field %q: fpe(vault) with key %q: %w", plans[ref.msg].matches[ref.match].path, s.keys.FPE, it.Err))
+			}
+		}
+		if !perItem {
+			return nil
+		}
+	}
+	checked := false
+	for j, ref := range refs {
+		p := plans[ref.msg]
+		if failed.has(ref.msg) {
+			continue
+		}
+		// Checked once some value came back: when every one was refused, no version was
+		// used.
+		if !checked && (version <= 0 || version >= 1<<31) {
+			return fmt.Errorf("fields: fpe(vault) with key %q: key service returned version %d", s.keys.FPE, version)
+		}
+		checked = true
+		out := items[j].Result
+		if len(out) != len(items[j].Value) || !plainString(out) {
+			// The key service's doing, not the message's.
+			return fault.Mark(fmt.Errorf("fields: message %d: field %q: key service returned an fpe value of another shape", ref.msg, p.matches[ref.match].path), fault.Environment)
+		}
+		p.repl[ref.match] = quoted(out)
+		p.m.fpeVersion = version
+	}
+	return nil
+}
+
 // seal encrypts the envelope fields, splices the body and MACs the message.
 func (p *sealPlan) seal() (Output, error) {
 	aead, err := p.key.AEAD()
@@ -583,21 +675,13 @@ func encryptFPE(ff *fpe.FF1, r Rule, raw []byte) ([]byte, error) {
 	return quoted(out), nil
 }
 
-// cryptFPE runs the FF1 construction the rule names: the card one when an option is
-// set, the digit one otherwise. The tweak is the rule path.
+// cryptFPE runs the FF1 construction the rule names (fpe.Encrypt: the card one when an
+// option is set, the digit one otherwise). The tweak is the rule path.
 func cryptFPE(ff *fpe.FF1, r Rule, s string, decrypt bool) (string, error) {
-	tweak := []byte(r.Path)
-	if r.card() {
-		o := fpe.CardOptions{KeepBIN: r.KeepBIN, KeepLast4: r.KeepLast4, Luhn: r.Luhn}
-		if decrypt {
-			return fpe.DecryptCard(ff, s, tweak, o)
-		}
-		return fpe.EncryptCard(ff, s, tweak, o)
-	}
 	if decrypt {
-		return fpe.DecryptDigits(ff, s, tweak)
+		return fpe.Decrypt(ff, s, []byte(r.Path), r.cardOptions())
 	}
-	return fpe.EncryptDigits(ff, s, tweak)
+	return fpe.Encrypt(ff, s, []byte(r.Path), r.cardOptions())
 }
 
 // jsonString returns the value of the JSON string token raw.

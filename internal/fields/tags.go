@@ -28,7 +28,7 @@ type policyResult struct {
 //	}
 //
 // The tag is a mode (transit, envelope, deterministic, fpe), then for fpe the options
-// bin, last4, luhn. Paths use the JSON names encoding/json would write: the json tag's
+// bin, last4, luhn, vault. Paths use the JSON names encoding/json would write: the json tag's
 // name, else the Go field name; fields tagged json:"-" and unexported fields are left
 // out; embedded structs without a json name are flattened. A tagged field is protected
 // whole, whatever its type. Untagged fields are searched for tags: structs and pointers

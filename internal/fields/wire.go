@@ -284,6 +284,8 @@ func parseRuleCode(text string) (Rule, error) {
 			flag = &r.KeepLast4
 		case 'c':
 			flag = &r.Luhn
+		case 'v':
+			flag = &r.InVault
 		default:
 			return Rule{}, badManifest("rule %q: unknown option", path)
 		}

@@ -25,7 +25,8 @@ func allOptions() []CardOptions {
 	return all
 }
 
-func (o CardOptions) String() string {
+// testName names o in test tables ("BIN+Luhn", "none"); String is the policy grammar.
+func (o CardOptions) testName() string {
 	var parts []string
 	if o.KeepBIN {
 		parts = append(parts, "BIN")
@@ -177,8 +178,8 @@ func TestCardDomain(t *testing.T) {
 		}
 		for _, o := range allOptions() {
 			_, err := EncryptCard(c, cards[n], nil, o)
-			if ok := err == nil; ok != row[o.String()] {
-				t.Errorf("%d digits, %v: err %v, want allowed=%v", n, o, err, row[o.String()])
+			if ok := err == nil; ok != row[o.testName()] {
+				t.Errorf("%d digits, %v: err %v, want allowed=%v", n, o, err, row[o.testName()])
 			}
 			if err != nil && !errors.Is(err, ErrDomainTooSmall) {
 				t.Errorf("%d digits, %v: %v is not ErrDomainTooSmall", n, o, err)
@@ -368,4 +369,18 @@ func ExampleFF1_Encrypt() {
 	dec, _ := c.Decrypt(enc, nil)
 	fmt.Println(enc, dec)
 	// Output: 2433477484 0123456789
+}
+
+func TestCardOptionsText(t *testing.T) {
+	for _, o := range allOptions() {
+		got, err := ParseCardOptions(o.String())
+		if err != nil || got != o {
+			t.Errorf("ParseCardOptions(%q) = %v, %v; want %v", o.String(), got, err, o.testName())
+		}
+	}
+	for _, bad := range []string{"bin,bin", "BIN", "bin,", ",luhn", "vault"} {
+		if _, err := ParseCardOptions(bad); err == nil {
+			t.Errorf("ParseCardOptions(%q) succeeded", bad)
+		}
+	}
 }

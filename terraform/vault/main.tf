@@ -9,10 +9,17 @@
 # message body and no "transit" field that was sent. Two field modes are weaker by
 # nature: an "fpe" field can be decoded by the producer too (both sides hold the same
 # FF1 key, see below), and a "deterministic" field can be confirmed by encrypting a guess.
-# Put only what the producer may know anyway into those modes.
+# Put only what the producer may know anyway into those modes. "fpe(vault)" fields have
+# the shape of "fpe" fields without that weakness: FF1 runs inside Vault, in pubcrypt's
+# plugin (vaultplugin/fpe), whose key never leaves it, and the producer may only encode.
 
 locals {
   mount = vault_mount.transit.path
+
+  # pubcrypt's FPE plugin: named in the policies whether or not this configuration
+  # registers it (var.fpe_plugin_sha256), so that a plugin mounted by hand is covered.
+  fpe_mount = var.fpe_plugin_mount
+  fpe_key   = var.fpe_plugin_key_name
 
   key_names = [
     vault_transit_secret_backend_key.data.name,
@@ -81,6 +88,36 @@ resource "vault_transit_secret_backend_key" "fpe" {
   auto_rotate_period = var.auto_rotate_period
 }
 
+# "fpe(vault)" fields: pubcrypt's Vault plugin runs FF1 inside Vault. The binary must be in
+# the server's plugin_directory under the name pubcrypt-fpe; its key is generated in the
+# plugin's storage (seal-wrapped where the server supports it) and no path returns it.
+# MOUNT/encode/KEY and MOUNT/decode/KEY are separate paths, so the producer policy grants
+# the first and the consumer policy the second.
+resource "vault_plugin" "fpe" {
+  count   = var.fpe_plugin_sha256 != "" ? 1 : 0
+  type    = "secret"
+  name    = "pubcrypt-fpe"
+  command = "pubcrypt-fpe"
+  sha256  = var.fpe_plugin_sha256
+}
+
+resource "vault_mount" "fpe" {
+  count       = var.fpe_plugin_sha256 != "" ? 1 : 0
+  path        = local.fpe_mount
+  type        = vault_plugin.fpe[0].name
+  description = "pubcrypt: format-preserving encryption with keys that never leave Vault"
+}
+
+# Writing a key that exists changes nothing, so this is safe to apply again. The plugin
+# has no delete: destroying this resource leaves the key, and what it encoded readable.
+resource "vault_generic_endpoint" "fpe_key" {
+  count                = var.fpe_plugin_sha256 != "" ? 1 : 0
+  path                 = "${vault_mount.fpe[0].path}/keys/${local.fpe_key}"
+  data_json            = jsonencode({})
+  ignore_absent_fields = true
+  disable_delete       = true
+}
+
 # --- policies -----------------------------------------------------------------------------
 
 # Encrypt only. "update", not "create": with "create" Vault would upsert missing keys.
@@ -113,6 +150,12 @@ resource "vault_policy" "producer" {
     path "${local.mount}/keys/${vault_transit_secret_backend_key.fpe.name}" {
       capabilities = ["read"]
     }
+
+    # Fields in "fpe(vault)" mode: encode inside Vault. No decode, no key read: the
+    # producer cannot turn a card on the wire back into the card.
+    path "${local.fpe_mount}/encode/${local.fpe_key}" {
+      capabilities = ["update"]
+    }
   EOT
 }
 
@@ -140,6 +183,12 @@ resource "vault_policy" "consumer" {
     path "${local.mount}/keys/${vault_transit_secret_backend_key.fpe.name}" {
       capabilities = ["read"]
     }
+
+    # Fields in "fpe(vault)" mode: decode inside Vault, under the version the message
+    # names. No encode.
+    path "${local.fpe_mount}/decode/${local.fpe_key}" {
+      capabilities = ["update"]
+    }
   EOT
 }
 
@@ -151,7 +200,7 @@ resource "vault_policy" "consumer" {
 # key of the mount.
 resource "vault_policy" "operator" {
   name = "pubcrypt-operator"
-  policy = join("\n", [for k in local.key_names : <<-EOT
+  policy = join("\n", concat([for k in local.key_names : <<-EOT
     path "${local.mount}/keys/${k}" {
       capabilities = ["read"]
     }
@@ -167,7 +216,19 @@ resource "vault_policy" "operator" {
       }
     }
   EOT
-  ])
+    ], [<<-EOT
+    # The FPE plugin's key: read its versions, rotate, retire old versions.
+    path "${local.fpe_mount}/keys/${local.fpe_key}" {
+      capabilities = ["read"]
+    }
+    path "${local.fpe_mount}/keys/${local.fpe_key}/rotate" {
+      capabilities = ["update"]
+    }
+    path "${local.fpe_mount}/keys/${local.fpe_key}/config" {
+      capabilities = ["update"]
+    }
+  EOT
+  ]))
 }
 
 # --- AppRole logins -----------------------------------------------------------------------

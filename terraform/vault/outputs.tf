@@ -52,3 +52,12 @@ output "pubcrypt_auth_flags" {
     },
   )
 }
+
+output "fpe_plugin" {
+  description = "Mount and key of pubcrypt's Vault FPE plugin for fields fpe(...,vault) (--vault-fpe-mount, --vault-fpe-key); mounted here only with var.fpe_plugin_sha256."
+  value = {
+    mount   = var.fpe_plugin_mount
+    key     = var.fpe_plugin_key_name
+    mounted = length(vault_mount.fpe) > 0
+  }
+}

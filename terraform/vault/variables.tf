@@ -22,6 +22,24 @@ variable "fpe_key_name" {
   default     = "pubcrypt-fpe"
 }
 
+variable "fpe_plugin_sha256" {
+  description = "SHA-256 of pubcrypt's Vault FPE plugin binary (vaultplugin/fpe, built by scripts/install-fpe-plugin.sh and copied into the server's plugin_directory as pubcrypt-fpe). Empty: this configuration neither registers nor mounts it; the policies still name its paths."
+  type        = string
+  default     = ""
+}
+
+variable "fpe_plugin_mount" {
+  description = "Path at which pubcrypt's Vault FPE plugin is enabled (keyring.VaultOptions.FPEMount, default \"pubcrypt-fpe\")."
+  type        = string
+  default     = "pubcrypt-fpe"
+}
+
+variable "fpe_plugin_key_name" {
+  description = "Key inside the FPE plugin that fields in mode fpe(vault) use (crypttopic.FieldKeys.FPE)."
+  type        = string
+  default     = "pubcrypt-fpe"
+}
+
 variable "auto_rotate_period" {
   description = "Seconds between automatic rotations of the transit keys; 0 turns automatic rotation off (Vault's minimum otherwise is one hour). Older versions keep decrypting."
   type        = number
