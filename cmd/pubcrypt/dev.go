@@ -12,6 +12,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
 	"github.com/pubcrypt/pubcrypt/internal/devvault"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
 func runDev(ctx context.Context, args []string, out io.Writer) error {
@@ -25,6 +26,7 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	port := countFlag(fs, new(int), "kafka-port", 0, "Kafka port (0: a free one)")
 	maxMsg := countFlag(fs, new(int), "kafka-max-message-bytes", 0, "broker message.max.bytes (0: Kafka's default, 1048588)")
 	vaultBin := fs.String("vault-bin", "", "path of the vault binary (default: found automatically)")
+	fpePlugin := fs.String("fpe-plugin", os.Getenv("PUBCRYPT_FPE_PLUGIN_BIN"), "path of pubcrypt's Vault FPE plugin (scripts/install-fpe-plugin.sh): load it, enabled at "+keyring.DefaultFPEMount+" with the key "+demoFPEKey+", for --fields 'card_number=fpe(bin,luhn,vault)' (default $PUBCRYPT_FPE_PLUGIN_BIN; empty: not loaded)")
 	var extra multiFlag
 	fs.Var(&extra, "topic", "also create this Kafka topic, NAME or NAME:PARTITIONS (repeatable)")
 	var of obsFlags
@@ -44,13 +46,22 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer obs.close()
-	vault, err := devvault.Start(ctx, devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}})
+	vopts := devvault.Options{Binary: *vaultBin, Keys: []string{demoKey}}
+	if *fpePlugin != "" {
+		vopts.FPEPluginMount, vopts.FPEPluginBin = keyring.DefaultFPEMount, *fpePlugin
+	}
+	vault, err := devvault.Start(ctx, vopts)
 	if err != nil {
 		return err
 	}
 	defer vault.Stop()
 	if err := vault.CreateFieldKeys(ctx, demoDetKey, demoFPEKey); err != nil {
 		return err
+	}
+	if *fpePlugin != "" {
+		if err := vault.CreateFPEPluginKey(ctx, keyring.DefaultFPEMount, demoFPEKey); err != nil {
+			return err
+		}
 	}
 	kafka, err := devkafka.Start(devkafka.Options{Port: *port, MaxMessageBytes: *maxMsg,
 		Topics: []string{topicPlain, topicEncrypted, topicLarge}})
@@ -83,8 +94,12 @@ func runDev(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprint(out, text)
 	obs.started()
-	fmt.Fprintf(out, "# Vault keys %s, %s, %s; topics %s. Ctrl-C stops everything.\n",
-		demoKey, demoDetKey, demoFPEKey, strings.Join(topics, ", "))
+	plugin := ""
+	if *fpePlugin != "" {
+		plugin = fmt.Sprintf("; FPE plugin at %s with key %s", keyring.DefaultFPEMount, demoFPEKey)
+	}
+	fmt.Fprintf(out, "# Vault keys %s, %s, %s%s; topics %s. Ctrl-C stops everything.\n",
+		demoKey, demoDetKey, demoFPEKey, plugin, strings.Join(topics, ", "))
 	<-ctx.Done()
 	return nil
 }
