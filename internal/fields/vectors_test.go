@@ -433,8 +433,12 @@ func vectorFields(t *testing.T, p Policy, in positiveInput, out Output, m *manif
 	env := uint64(0)
 	for k, mt := range before {
 		r := p[mt.rule]
+		rule, mode := r.Path, strings.TrimPrefix(r.String(), r.Path+"=")
+		if r.Path == DefaultPath {
+			rule, mode = "(default)", r.Mode.String()
+		}
 		f := vectorField{
-			Path: mt.path, Rule: r.Path, Mode: r.String()[len(r.Path)+1:],
+			Path: mt.path, Rule: rule, Mode: mode,
 			Plaintext:   hex.EncodeToString([]byte(in.body[mt.start:mt.end])),
 			Replacement: string(out.Body[after[k].start:after[k].end]),
 		}
