@@ -30,7 +30,7 @@ const (
 	// manifestV2 is the version of a manifest whose rules use what version 1 cannot say:
 	// a default, keep rules, wildcards (docs/FIELDS.md section 6). Everything else is v1's.
 	manifestV2 = "v2"
-	tagField        = ";t="
+	tagField   = ";t="
 
 	idSize     = 16
 	tagTextLen = 22 // base64url of wire.TagSize bytes
