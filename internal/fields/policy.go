@@ -3,7 +3,6 @@ package fields
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/pubcrypt/pubcrypt/internal/wire"
@@ -543,6 +542,30 @@ type compiled struct {
 	def       int // index in rules of the default, -1 if none
 	unmatched Unmatched
 	start     []state // the states at the top-level value
+	// offs[k] numbers the states of pattern k from offs[k] on (one per position, its end
+	// included), so that a walk can mark the states it has in a flat array: with many
+	// "**" rules a value can have hundreds of states, and looking each up in the list
+	// made every step quadratic in them.
+	offs    []int
+	nstates int
+}
+
+// stateSet collects the states of one value without duplicates, in O(1) per state.
+type stateSet struct {
+	mark  []uint32 // mark[id] == stamp: the state is in the current set
+	stamp uint32
+}
+
+// reset starts a new, empty set.
+func (m *stateSet) reset(n int) {
+	if len(m.mark) < n {
+		m.mark = make([]uint32, n)
+	}
+	m.stamp++
+	if m.stamp == 0 { // wrapped: old marks could collide
+		clear(m.mark)
+		m.stamp = 1
+	}
 }
 
 func compile(p Policy) (*compiled, error) {
@@ -600,8 +623,15 @@ func compile(p Policy) (*compiled, error) {
 	if hasKeep && c.def < 0 {
 		return nil, fmt.Errorf("%w: keep rules need a default (default=envelope or default=transit): without one, a policy keeps everything it does not name", ErrPolicy)
 	}
+	c.offs = make([]int, len(c.pats))
 	for k := range c.pats {
-		c.start = c.add(c.start, state{pat: k})
+		c.offs[k] = c.nstates
+		c.nstates += len(c.pats[k].steps) + 1
+	}
+	var set stateSet
+	set.reset(c.nstates)
+	for k := range c.pats {
+		c.start = c.add(c.start, state{pat: k}, &set)
 	}
 	return c, nil
 }
@@ -683,11 +713,12 @@ func compatible(x, y step) bool {
 	return true // a name and "*", or two "*"
 }
 
-// add appends s to ss unless it is there; at a "**" it adds the state past it as well (the
+// add appends s to ss unless set has it; at a "**" it adds the state past it as well (the
 // "**" matching no further step).
-func (c *compiled) add(ss []state, s state) []state {
+func (c *compiled) add(ss []state, s state, set *stateSet) []state {
 	for {
-		if !slices.Contains(ss, s) {
+		if id := c.offs[s.pat] + s.pos; set.mark[id] != set.stamp {
+			set.mark[id] = set.stamp
 			ss = append(ss, s)
 		}
 		steps := c.pats[s.pat].steps
@@ -700,7 +731,8 @@ func (c *compiled) add(ss []state, s state) []state {
 
 // advance appends to dst the states reached from ss by one step of a concrete path: into
 // the member key (elem false) or into an array element (elem true).
-func (c *compiled) advance(dst, ss []state, key string, elem bool) []state {
+func (c *compiled) advance(dst, ss []state, key string, elem bool, set *stateSet) []state {
+	set.reset(c.nstates)
 	for _, s := range ss {
 		steps := c.pats[s.pat].steps
 		if s.pos == len(steps) {
@@ -708,18 +740,18 @@ func (c *compiled) advance(dst, ss []state, key string, elem bool) []state {
 		}
 		switch st := steps[s.pos]; st.kind {
 		case stepDeep:
-			dst = c.add(dst, s)
+			dst = c.add(dst, s, set)
 		case stepName:
 			if !elem && key == st.key {
-				dst = c.add(dst, state{s.pat, s.pos + 1})
+				dst = c.add(dst, state{s.pat, s.pos + 1}, set)
 			}
 		case stepAny:
 			if !elem {
-				dst = c.add(dst, state{s.pat, s.pos + 1})
+				dst = c.add(dst, state{s.pat, s.pos + 1}, set)
 			}
 		case stepElem:
 			if elem {
-				dst = c.add(dst, state{s.pat, s.pos + 1})
+				dst = c.add(dst, state{s.pat, s.pos + 1}, set)
 			}
 		}
 	}

@@ -55,6 +55,7 @@ type scanner struct {
 	c     *compiled
 	path  []pathElem // where the walk is
 	bufs  [][]state  // bufs[d]: the states of the values at depth d, reused by siblings
+	set   stateSet   // dedupes the states of one step
 	found []match
 	used  []bool
 }
@@ -178,7 +179,7 @@ func (s *scanner) object(i int, ss []state, kept bool) (int, error) {
 		}
 		i = s.ws(i + 1)
 		d := len(s.path) + 1
-		next := s.c.advance(s.buf(d), ss, key, false)
+		next := s.c.advance(s.buf(d), ss, key, false, &s.set)
 		s.bufs[d] = next
 		if len(next) > 0 || def {
 			s.path = append(s.path, pathElem{key: key, index: -1})
@@ -213,7 +214,7 @@ func (s *scanner) array(i int, ss []state, kept bool) (int, error) {
 	def := s.c.def >= 0 && !kept
 	d := len(s.path) + 1
 	// Every element is reached by the same step: one set of states serves them all.
-	next := s.c.advance(s.buf(d), ss, "", true)
+	next := s.c.advance(s.buf(d), ss, "", true, &s.set)
 	s.bufs[d] = next // the elements' own members use bufs[d+1]
 	for k := 0; ; k++ {
 		var err error
