@@ -283,7 +283,10 @@ func unaddressable(body []byte) bool {
 }
 
 // Validate reports whether p can be used: valid paths and modes, options only with FPE,
-// no path twice and no path inside another (a value is protected whole or not at all).
+// no path twice, no literal path inside another (a value is protected whole or not at
+// all), at most one default (transit or envelope) and one unmatched option, keep rules
+// only with a default, and no two protecting rules of one rank that can select the same
+// value (docs/FIELDS.md section 4.4).
 func (p Policy) Validate() error {
 	_, err := compile(p)
 	return err
