@@ -78,6 +78,13 @@ var ErrTooLarge = broker.ErrTooLarge
 // ProtectKey entry or a type's struct tags at send (a fault of that message).
 var ErrFieldPolicy = fields.ErrPolicy
 
+// ErrUnmatchedBody is matched (errors.Is) by the error of a send refused because its JSON
+// body is not an object (an array, a string, ...), so that the field policy addresses
+// nothing in it, and the policy says unmatched=refuse. Such a body is otherwise encrypted
+// whole (the default, unmatched=body) or, only if the policy says unmatched=clear, sent
+// readable and authenticated. The error is of class fault.Message.
+var ErrUnmatchedBody = fields.ErrUnmatched
+
 // Topic encrypts messages and sends them on the topic it wraps; the protection itself is
 // internal/codec's.
 type Topic struct {

@@ -60,8 +60,13 @@ const ProtectKey = codec.ProtectKey
 // transit key defaults to the keyring's own key.
 var DefaultFieldKeys = FieldKeys{Deterministic: keyring.DefaultDeterministicKey, FPE: keyring.DefaultFPEKey}
 
-// ParseFieldPolicy parses the policy grammar of docs/FIELDS.md:
-// "name=transit,card_number=fpe(bin,luhn),items[].sku=envelope".
+// ParseFieldPolicy parses the policy grammar of docs/FIELDS.md section 4: an allow-list
+// "name=transit,card_number=fpe(bin,luhn),items[].sku=envelope", or deny by default
+// "default=envelope; keep=order_id,items[].sku; **.card_number=fpe(bin,luhn)", where every
+// scalar not kept and not named by another rule is protected with the default mode, so a
+// field added upstream is protected before the policy names it. Paths may use "*" (any
+// member) and "**" (any depth). unmatched=body|refuse|clear says what happens to a JSON
+// body that is not an object (default: encrypted whole). Receivers need no policy.
 func ParseFieldPolicy(s string) (FieldPolicy, error) { return fields.ParsePolicy(s) }
 
 // FieldPolicyOf reads a policy from the `pubcrypt:"mode,options"` struct tags of v's type.

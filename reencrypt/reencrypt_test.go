@@ -66,8 +66,12 @@ func newVault(t *testing.T) *keyring.Vault {
 	return v
 }
 
-// fieldPolicy protects a purchase in every mode that a rotation touches.
-const fieldPolicy = "name=transit,address=deterministic,card_number=fpe(bin,luhn),items[].sku=envelope"
+// fieldPolicy protects a purchase in every mode that a rotation touches; denyPolicy
+// protects everything but the order ID, the card in FPE.
+const (
+	fieldPolicy = "name=transit,address=deterministic,card_number=fpe(bin,luhn),items[].sku=envelope"
+	denyPolicy  = "default=transit; keep=id; card_number=fpe(bin,luhn)"
+)
 
 // TestAfterTwoRotations: a retained topic holds whole-body messages (some with sensitive
 // metadata) and field-level messages, all under version 1 of every key. After two
@@ -101,11 +105,13 @@ func TestAfterTwoRotations(t *testing.T) {
 		p := gen.Next()
 		body, _ := json.Marshal(p)
 		md := map[string]string{"order": p.ID}
-		switch i % 3 {
+		switch i % 4 {
 		case 0: // whole body, a sensitive entry
 			md["filename"] = "secret-" + p.ID + ".json"
-		case 1: // fields
+		case 1: // fields, an allow-list
 			md[crypttopic.ProtectKey] = fieldPolicy
+		case 2: // fields, deny by default
+			md[crypttopic.ProtectKey] = denyPolicy
 		}
 		if err := old.Send(ctx, &pubsub.Message{Body: body, Metadata: md}); err != nil {
 			t.Fatal(err)
@@ -174,14 +180,23 @@ func TestAfterTwoRotations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	manifests := map[string]int{}
 	for _, rec := range newRaw {
 		all := string(rec.Value)
 		for _, h := range rec.Headers {
 			all += h.Key + "=" + string(h.Value) + "\n"
+			if h.Key == "pubcrypt-fields" {
+				manifests[string(h.Value[:2])]++
+			}
 		}
 		if strings.Contains(all, "secret-") || strings.Contains(all, "vault:v1:") {
 			t.Fatalf("new topic record holds a sensitive entry or a version-1 value: %.300s", all)
 		}
+	}
+	// Protected as they were: allow-list messages with a v1 manifest, deny-by-default
+	// ones with a v2 manifest, the others whole-body.
+	if manifests["v1"] != n/4 || manifests["v2"] != n/4 {
+		t.Errorf("manifests on the new topic: %v, want %d v1 and %d v2", manifests, n/4, n/4)
 	}
 	// The old topic: every message refused, the version retired.
 	for _, r := range readAll(t, ctx, "retained", n) {

@@ -32,13 +32,20 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		"receiving, finishes the batch in flight and exits 0.\n\n"+
 		"Field policy grammar: path=mode[(options)],... with modes transit, envelope,\n"+
 		"deterministic, fpe (options bin, last4, luhn; vault: FF1 inside Vault's FPE plugin,\n"+
-		"see --vault-fpe-mount); paths like name, address.city, items[].sku.\n\n"+
+		"see --vault-fpe-mount); paths like name, address.city, items[].sku,\n"+
+		"with wildcards * (any member) and ** (any depth): **.card_number, items[].*.\n"+
+		"Deny by default: clauses separated by ';' protect every value no rule names with a\n"+
+		"default mode, except what keep= names, so a field added upstream is never sent in clear:\n"+
+		"  --fields 'default=envelope; keep=order_id,created_at,items[].sku; **.card_number=fpe(bin,luhn)'\n"+
+		"A JSON body that is not an object (an array, a string) is encrypted whole; add\n"+
+		"unmatched=refuse to treat it as a message fault, or unmatched=clear to send it readable.\n"+
+		"Consumers need no policy: the message says what is protected.\n\n"+
 		"Example: pubcrypt encrypt --sub 'kafka://pubcrypt-encryptor?topic=purchases&offset=oldest' \\\n"+
 		"           --topic kafka://purchases_encrypted --fields '"+defaultFieldPolicy+"' \\\n"+
 		"           --dead-letter kafka://purchases_dead_letter")
 	subURL := fs.String("sub", "", "subscription URL of the plaintext source (required)")
 	topicURL := fs.String("topic", "", "topic URL of the encrypted destination (required)")
-	policy := fs.String("fields", defaultFieldPolicy, "field policy; empty encrypts whole bodies")
+	policy := fs.String("fields", defaultFieldPolicy, "field policy, an allow-list or deny by default (default=MODE; keep=...); empty encrypts whole bodies")
 	batch := fs.Int("batch", 100, "messages protected together (one Vault call per key per batch)")
 	var vf vaultFlags
 	vf.register(fs)

@@ -203,3 +203,79 @@ func TestOpenBatchOneTampered(t *testing.T) {
 		}
 	}
 }
+
+// TestSealUnmatched: under a field policy, a JSON body whose top-level value is not an
+// object (an array, a string) is encrypted whole by default and opens byte-equal; with
+// unmatched=refuse it is a fault of the message alone; with unmatched=clear it is sent
+// readable, authenticated, because the policy says so. An object body next to them is
+// field-protected as before.
+func TestSealUnmatched(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kr := newVault(t)
+	o, err := codec.NewOpener(codec.OpenOptions{Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := [][]byte{[]byte(`["CANARY-1",{"name":"CANARY-2"}]`), []byte(` "CANARY-3" `), []byte(`{"name":"CANARY-4","id":1}`)}
+	for _, tc := range []struct {
+		policy string
+		want   string // for the first two bodies: body, refuse or clear
+	}{
+		{"name=transit", "body"},
+		{"default=envelope;keep=id", "body"},
+		{"default=envelope;keep=id;unmatched=refuse", "refuse"},
+		{"name=transit;unmatched=clear", "clear"},
+	} {
+		p, err := fields.ParsePolicy(tc.policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := codec.NewSealer(codec.SealOptions{Keyring: kr, Fields: p, FieldKeys: keys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var msgs []*pubsub.Message
+		for _, b := range bodies {
+			msgs = append(msgs, &pubsub.Message{Body: bytes.Clone(b), Metadata: map[string]string{"k": "v"}})
+		}
+		out, errs, err := s.Seal(ctx, msgs, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.policy, err)
+		}
+		if tc.want == "refuse" {
+			for i, e := range errs {
+				if refused := i < 2; refused != errors.Is(e, fields.ErrUnmatched) || refused && fault.ClassOf(e) != fault.Message {
+					t.Errorf("%s: message %d: %v", tc.policy, i, e)
+				}
+			}
+			if out != nil {
+				t.Errorf("%s: messages handed out with a refused one in the batch", tc.policy)
+			}
+			continue
+		}
+		if errs != nil {
+			t.Fatalf("%s: %v", tc.policy, errs)
+		}
+		for i, m := range out {
+			isFields := fields.IsFields(m.Metadata)
+			switch {
+			case i == 2 && (!isFields || bytes.Contains(m.Body, []byte("CANARY"))):
+				t.Errorf("%s: the object body: fields %t, %s", tc.policy, isFields, m.Body)
+			case i < 2 && tc.want == "body" && (isFields || bytes.Contains(m.Body, []byte("CANARY"))):
+				t.Errorf("%s: message %d not encrypted whole: %s %v", tc.policy, i, m.Body, m.Metadata)
+			case i < 2 && tc.want == "clear" && (!isFields || !bytes.Equal(m.Body, bodies[i])):
+				t.Errorf("%s: message %d not sent readable: %s", tc.policy, i, m.Body)
+			}
+		}
+		infos, oerrs := o.OpenBatch(ctx, out)
+		for i, m := range out {
+			if oerrs[i] != nil || !bytes.Equal(m.Body, bodies[i]) || m.Metadata["k"] != "v" || len(m.Metadata) != 1 {
+				t.Errorf("%s: message %d opens as %s %v: %v", tc.policy, i, m.Body, m.Metadata, oerrs[i])
+			}
+			if wantFields := i == 2 || tc.want == "clear"; infos[i].Fields != wantFields {
+				t.Errorf("%s: message %d: info %+v", tc.policy, i, infos[i])
+			}
+		}
+	}
+}

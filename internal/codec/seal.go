@@ -100,7 +100,9 @@ func (s *Sealer) Check(ctx context.Context) error {
 
 // Seal protects msgs for sending, each by its policy: policies[i] when policies is not
 // nil (a type's struct tags), else the message's ProtectKey entry, else
-// SealOptions.Fields; an empty policy encrypts the whole body. The messages themselves
+// SealOptions.Fields; an empty policy encrypts the whole body. A JSON body whose top-level
+// value is not an object is encrypted whole too, or refused (fields.ErrUnmatched), or
+// sent readable, as its policy's unmatched option says. The messages themselves
 // are not modified; out[i] carries msgs[i]'s BeforeSend and AfterSend.
 //
 // It is all or nothing: out holds every message sealed and checked against the broker's
@@ -127,7 +129,19 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 			fail(i, err)
 			continue
 		}
-		if len(p) == 0 {
+		whole := len(p) == 0
+		// A JSON body the policy cannot address (an array, a string, ...) is never sent
+		// readable unless the policy says unmatched=clear (docs/FIELDS.md section 4.5).
+		if u, ok := p.Unmatched(m.Body); ok && !whole {
+			switch u {
+			case fields.UnmatchedBody:
+				whole = true
+			case fields.UnmatchedRefuse:
+				fail(i, fmt.Errorf("fields not protected: %w (unmatched=refuse)", fields.ErrUnmatched))
+				continue
+			}
+		}
+		if whole {
 			sealed, err := s.sealBody(ctx, m)
 			if err != nil {
 				if fault.IsMessage(err) {

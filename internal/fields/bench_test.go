@@ -23,6 +23,7 @@ func BenchmarkProtectOpen(b *testing.B) {
 		{"transit-fields", "name=transit,address=transit,card_number=transit,amount=transit,items[].sku=transit"},
 		{"mixed", "name=transit,address=envelope,card_number=fpe(bin,luhn),amount=transit,items[].sku=deterministic"},
 		{"mac-only", ""},
+		{"deny-by-default", "default=envelope;keep=id,currency,items[].sku;**.card_number=fpe(bin,luhn)"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			e := newTestEnv(b)

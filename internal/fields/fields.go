@@ -36,7 +36,7 @@ import "github.com/pubcrypt/pubcrypt/fault"
 // key the producer may not use is envelope.ErrInvalidInput; key-service failures are the
 // keyring's kinds (keyring.ErrVersionTooOld, ...).
 //
-// All four are of class fault.Message: retrying the same message never helps. ErrPolicy
+// All of them are of class fault.Message: retrying the same message never helps. ErrPolicy
 // is one too because the policies Protect meets per message come from the message (its
 // pubcrypt-protect entry or its struct tags); a producer's own policy is checked once,
 // at start (Sealer.CheckPolicy), where a class decides nothing.
@@ -52,6 +52,11 @@ var (
 	ErrManifest = fault.New(fault.Message, "fields: invalid manifest")
 	// ErrNotJSON: a body to protect that is not one JSON value.
 	ErrNotJSON = fault.New(fault.Message, "fields: body is not JSON")
+	// ErrUnmatched: a JSON body whose top-level value is not an object (an array, a
+	// string, ...), which no policy addresses, under a policy that says
+	// unmatched=refuse (or, from Protect, one that says unmatched=body: the caller
+	// encrypts such a body whole instead, see Policy.Unmatched).
+	ErrUnmatched = fault.New(fault.Message, "fields: body is not a JSON object, so the field policy addresses nothing in it")
 )
 
 // Input is one message to protect.

@@ -6,10 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"maps"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -177,6 +177,12 @@ func FuzzScan(f *testing.F) {
 		{`{"a":1,}`, policy},
 		{`{"a":01}`, policy},
 		{"{\"a\":\"\x01\"}", policy},
+		{`{"a":{"card_number":1,"b":[{"card_number":{"x":2}}]},"card_number":"3"}`, "**.card_number=transit"},
+		{`{"items":[{"a":1,"b":{"c":2}},"x",[{"d":3}]],"Name":"Ann"}`, "items[].*=envelope,*.c=transit"},
+		{`{"id":1,"Name":"Ann","payment":{"card_number":"4111","k":[1,{"e":null}]},"e mail":"x","":{"":true}}`,
+			"default=envelope;keep=id,payment.k;**.card_number=transit"},
+		{`{"meta":{"ssn":"1","src":"web"},"user":{"ssn":"2"},"ssn":"3"}`, "default=transit;keep=meta;**.ssn=envelope;user.ssn=transit"},
+		{`["a",{"b":1}]`, "default=envelope;unmatched=clear"},
 	} {
 		f.Add(s.doc, s.policy)
 	}
@@ -244,70 +250,128 @@ type refMatch struct {
 	path, raw string
 }
 
-// refLocate is locate written with encoding/json's Decoder: a second implementation to
-// check the scanner against. It walks the whole document, keys unescaped by
-// encoding/json, every occurrence of a repeated key, and returns each value a rule's
-// path reaches as the Decoder reads it (json.RawMessage: the exact bytes).
+// refLocate is locate written with encoding/json's Decoder and plain recursion: a second
+// implementation of section 4.4 to check the scanner against. It reads every value as a
+// json.RawMessage (the exact bytes), keys unescaped by encoding/json, every occurrence of
+// a repeated key, and matches each rule's path against the concrete path by backtracking
+// rather than by the scanner's sets of states.
 func refLocate(doc []byte, c *compiled) ([]refMatch, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber() // a number beyond float64 (1e700) is valid JSON; Token would refuse it as a float64
 	var out []refMatch
-	var walk func(n *node, path string) error
-	walk = func(n *node, path string) error {
-		if n != nil && n.rule >= 0 {
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				return err
+	var walk func(raw json.RawMessage, cs []refStep, path string, kept bool) error
+	walk = func(raw json.RawMessage, cs []refStep, path string, kept bool) error {
+		best := -1
+		for k := range c.pats {
+			pt := &c.pats[k]
+			if !refMatchPath(pt.steps, cs) {
+				continue
 			}
-			out = append(out, refMatch{rule: n.rule, path: path, raw: string(raw)})
+			if pt.keep {
+				kept = true
+				continue
+			}
+			if b := c.pats[max(best, 0)]; best < 0 || pt.deep < b.deep || pt.deep == b.deep && pt.any < b.any {
+				best = k
+			}
+		}
+		if best >= 0 {
+			out = append(out, refMatch{rule: c.pats[best].rule, path: path, raw: string(raw)})
 			return nil
 		}
-		tok, err := dec.Token()
-		if err != nil {
+		if raw[0] != '{' && raw[0] != '[' {
+			if c.def >= 0 && !kept {
+				out = append(out, refMatch{rule: c.def, path: path, raw: string(raw)})
+			}
+			return nil
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		if _, err := dec.Token(); err != nil {
 			return err
 		}
-		switch tok {
-		case json.Delim('{'):
-			for dec.More() {
+		for i := 0; dec.More(); i++ {
+			next := append(slices.Clone(cs), refStep{elem: true})
+			p := path + "[" + strconv.Itoa(i) + "]"
+			if raw[0] == '{' {
 				kt, err := dec.Token()
 				if err != nil {
 					return err
 				}
 				key, _ := kt.(string)
-				var child *node
-				if n != nil {
-					child = n.keys[key]
-				}
-				p := key
+				next[len(next)-1] = refStep{key: key}
+				p = refKey(key)
 				if path != "" {
-					p = path + "." + key
-				}
-				if err := walk(child, p); err != nil {
-					return err
+					p = path + "." + p
 				}
 			}
-			_, err = dec.Token()
-		case json.Delim('['):
-			for i := 0; dec.More(); i++ {
-				var child *node
-				if n != nil {
-					child = n.elem
-				}
-				if err := walk(child, path+"["+strconv.Itoa(i)+"]"); err != nil {
-					return err
-				}
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				return err
 			}
-			_, err = dec.Token()
+			if err := walk(v, next, p, kept); err != nil {
+				return err
+			}
 		}
-		return err
+		return nil
 	}
-	if err := walk(c.root, ""); err != nil {
+	var top json.RawMessage
+	if err := json.Unmarshal(doc, &top); err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the top-level value")
+	top = bytes.TrimSpace(top)
+	if top[0] != '{' { // section 4.5: a policy addresses objects only
+		return nil, nil
+	}
+	if err := walk(top, nil, "", false); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// refStep is one step of a concrete path: a member key or an array element.
+type refStep struct {
+	key  string
+	elem bool
+}
+
+// refMatchPath reports whether the rule path p matches the concrete path cs, "**"
+// trying every number of steps.
+func refMatchPath(p []step, cs []refStep) bool {
+	if len(p) == 0 {
+		return len(cs) == 0
+	}
+	if p[0].kind == stepDeep {
+		for k := 0; k <= len(cs); k++ {
+			if refMatchPath(p[1:], cs[k:]) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(cs) == 0 {
+		return false
+	}
+	var ok bool
+	switch p[0].kind {
+	case stepName:
+		ok = !cs[0].elem && cs[0].key == p[0].key
+	case stepAny:
+		ok = !cs[0].elem
+	case stepElem:
+		ok = cs[0].elem
+	}
+	return ok && refMatchPath(p[1:], cs[1:])
+}
+
+// refKey writes a key in a concrete path as section 4.2 says.
+func refKey(k string) string {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return "{" + base64.RawURLEncoding.EncodeToString([]byte(k)) + "}"
+		}
+	}
+	if k == "" {
+		return "{}"
+	}
+	return k
 }
 
 // fixedEnv is a testEnv whose Sealer makes the same bytes in every process: a fixed data
@@ -419,7 +483,9 @@ func FuzzOpenAuthenticated(f *testing.F) {
 		{`{"a":"x","b":[1,{"c":2}],"d":"4111111111111111","e":"123-45-6789"}`, "a=envelope,b[].c=envelope,d=fpe(bin,luhn),e=fpe"},
 		{`{"a":"x","b":"y"}`, "a=transit,b=deterministic"},
 		{`{"a":{"b":"c"}}`, "a=envelope"},
-		{`[{"a":"1"},{"a":"2"}]`, "a=envelope"},
+		{`[{"a":"1"},{"a":"2"}]`, "a=envelope;unmatched=clear"}, // readable as the user chose: MAC only
+		{`{"id":1,"a":{"b":"c","d":[true,null]},"x":"4111111111111111"}`, "default=envelope;keep=id;**.x=fpe(luhn)"},
+		{`{"a":{"b":1},"c":[{"b":2}]}`, "default=transit;**.b=envelope"},
 	} {
 		o := e.protect1(f, tc.doc, nil, mustPolicy(f, tc.policy))
 		f.Add(o.Body, o.Metadata[ManifestKey], o.Metadata[envelope.HeaderKey])

@@ -19,27 +19,45 @@ type match struct {
 // first, so it marks a bug, but it is an error rather than a panic.
 var errSyntax = errors.New("invalid JSON")
 
-// locate returns the values the policy selects in doc, in document order. doc must be
-// valid JSON (json.Valid). Object keys are compared after JSON unescaping, byte for byte.
-// A key that occurs twice in one object is matched both times. Only the parts of the
-// document the policy's paths lead into are looked at closely; the rest is skipped.
+// locate returns the values the policy selects in doc, in document order (section 4.4).
+// doc must be valid JSON (json.Valid). Object keys are compared after JSON unescaping,
+// byte for byte. A key that occurs twice in one object is matched both times. Only the
+// parts of the document the policy's paths (or its default) lead into are looked at
+// closely; the rest is skipped.
 func locate(doc []byte, c *compiled) ([]match, error) {
-	s := &scanner{doc: doc}
+	ms, _, err := locateUsed(doc, c)
+	return ms, err
+}
+
+// locateUsed is locate, and says which keep rules kept a value (used[rule index]).
+func locateUsed(doc []byte, c *compiled) ([]match, []bool, error) {
+	s := &scanner{doc: doc, c: c, used: make([]bool, len(c.rules))}
 	i := s.ws(0)
-	end, err := s.walk(i, c.root)
+	var end int
+	var err error
+	if i < len(doc) && doc[i] == '{' {
+		end, err = s.walk(i, c.start, false)
+	} else {
+		// A policy addresses objects only (section 4.5): nothing is selected.
+		end, err = s.skip(i)
+	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.ws(end) != len(doc) {
-		return nil, errSyntax
+		return nil, nil, errSyntax
 	}
-	return s.found, nil
+	return s.found, s.used, nil
 }
 
 type scanner struct {
 	doc   []byte
+	c     *compiled
 	path  []pathElem // where the walk is
+	bufs  [][]state  // bufs[d]: the states of the values at depth d, reused by siblings
+	set   stateSet   // dedupes the states of one step
 	found []match
+	used  []bool
 }
 
 type pathElem struct {
@@ -47,6 +65,8 @@ type pathElem struct {
 	index int // -1 for a key
 }
 
+// concretePath spells the walk's position (section 4.2): keys that are names as they
+// are, others as "{" base64url(key) "}", indexes in brackets.
 func (s *scanner) concretePath() string {
 	var b strings.Builder
 	for i, e := range s.path {
@@ -59,42 +79,88 @@ func (s *scanner) concretePath() string {
 		if i > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteString(e.key)
+		if validName(e.key) {
+			b.WriteString(e.key)
+		} else {
+			b.WriteByte('{')
+			b.WriteString(b64.EncodeToString([]byte(e.key)))
+			b.WriteByte('}')
+		}
 	}
 	return b.String()
 }
 
-// walk reads the value at i under trie node n and returns where it ends.
-func (s *scanner) walk(i int, n *node) (int, error) {
+// buf returns the reusable state slice of depth d, empty.
+func (s *scanner) buf(d int) []state {
+	for len(s.bufs) <= d {
+		s.bufs = append(s.bufs, nil)
+	}
+	return s.bufs[d][:0]
+}
+
+// walk reads the value at i, which the states ss have reached, and returns where it ends.
+// kept says that a keep rule holds the value or one around it: the default is off.
+func (s *scanner) walk(i int, ss []state, kept bool) (int, error) {
 	if i >= len(s.doc) {
 		return 0, errSyntax
 	}
-	if n.rule >= 0 {
-		end, err := s.skip(i)
-		if err != nil {
-			return 0, err
+	// The protecting rule that selects this value, if any (section 4.4): the most specific
+	// of those whose path ends here. Keep rules only turn the default off.
+	best := -1
+	var keeps []int
+	for _, st := range ss {
+		pt := &s.c.pats[st.pat]
+		if st.pos != len(pt.steps) {
+			continue
 		}
-		s.found = append(s.found, match{start: i, end: end, rule: n.rule, path: s.concretePath()})
-		return end, nil
+		if pt.keep {
+			keeps = append(keeps, pt.rule)
+			continue
+		}
+		if best < 0 || pt.moreSpecific(&s.c.pats[best]) {
+			best = st.pat
+		}
 	}
+	if best >= 0 {
+		return s.selectValue(i, s.c.pats[best].rule)
+	}
+	for _, r := range keeps {
+		s.used[r], kept = true, true
+	}
+	def := s.c.def >= 0 && !kept
 	switch s.doc[i] {
 	case '{':
-		if len(n.keys) > 0 {
-			return s.object(i, n)
+		if len(ss) > 0 || def {
+			return s.object(i, ss, kept)
 		}
 	case '[':
-		if n.elem != nil {
-			return s.array(i, n.elem)
+		if len(ss) > 0 || def {
+			return s.array(i, ss, kept)
+		}
+	default:
+		if def {
+			return s.selectValue(i, s.c.def)
 		}
 	}
 	return s.skip(i)
 }
 
-func (s *scanner) object(i int, n *node) (int, error) {
+// selectValue records the value at i as selected by rule and returns where it ends.
+func (s *scanner) selectValue(i, rule int) (int, error) {
+	end, err := s.skip(i)
+	if err != nil {
+		return 0, err
+	}
+	s.found = append(s.found, match{start: i, end: end, rule: rule, path: s.concretePath()})
+	return end, nil
+}
+
+func (s *scanner) object(i int, ss []state, kept bool) (int, error) {
 	i = s.ws(i + 1)
 	if i < len(s.doc) && s.doc[i] == '}' {
 		return i + 1, nil
 	}
+	def := s.c.def >= 0 && !kept
 	for {
 		if i >= len(s.doc) || s.doc[i] != '"' {
 			return 0, errSyntax
@@ -112,9 +178,12 @@ func (s *scanner) object(i int, n *node) (int, error) {
 			return 0, errSyntax
 		}
 		i = s.ws(i + 1)
-		if child := n.keys[key]; child != nil {
+		d := len(s.path) + 1
+		next := s.c.advance(s.buf(d), ss, key, false, &s.set)
+		s.bufs[d] = next
+		if len(next) > 0 || def {
 			s.path = append(s.path, pathElem{key: key, index: -1})
-			i, err = s.walk(i, child)
+			i, err = s.walk(i, next, kept)
 			s.path = s.path[:len(s.path)-1]
 		} else {
 			i, err = s.skip(i)
@@ -137,16 +206,25 @@ func (s *scanner) object(i int, n *node) (int, error) {
 	}
 }
 
-func (s *scanner) array(i int, elem *node) (int, error) {
+func (s *scanner) array(i int, ss []state, kept bool) (int, error) {
 	i = s.ws(i + 1)
 	if i < len(s.doc) && s.doc[i] == ']' {
 		return i + 1, nil
 	}
+	def := s.c.def >= 0 && !kept
+	d := len(s.path) + 1
+	// Every element is reached by the same step: one set of states serves them all.
+	next := s.c.advance(s.buf(d), ss, "", true, &s.set)
+	s.bufs[d] = next // the elements' own members use bufs[d+1]
 	for k := 0; ; k++ {
-		s.path = append(s.path, pathElem{index: k})
 		var err error
-		i, err = s.walk(i, elem)
-		s.path = s.path[:len(s.path)-1]
+		if len(next) > 0 || def {
+			s.path = append(s.path, pathElem{index: k})
+			i, err = s.walk(i, next, kept)
+			s.path = s.path[:len(s.path)-1]
+		} else {
+			i, err = s.skip(i)
+		}
 		if err != nil {
 			return 0, err
 		}

@@ -464,7 +464,11 @@ func prepare(in *Input, c *compiled) (*sealPlan, error) {
 	if !json.Valid(in.Body) {
 		return nil, ErrNotJSON
 	}
-	ms, err := locate(in.Body, c)
+	if c.unmatched != UnmatchedClear && unaddressable(in.Body) {
+		// The caller routes these (Policy.Unmatched); here they fail closed.
+		return nil, fmt.Errorf("%w (unmatched=%s)", ErrUnmatched, c.unmatched)
+	}
+	ms, keptBy, err := locateUsed(in.Body, c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotJSON, err)
 	}
@@ -479,11 +483,12 @@ func prepare(in *Input, c *compiled) (*sealPlan, error) {
 			return nil, fmt.Errorf("%w: field %q: transform needs a JSON string", ErrFieldType, mt.path)
 		}
 	}
+	// The manifest lists the rules that selected or kept a value, and the default
+	// whenever there is one: the receiver needs exactly these to find the same values.
 	for i, r := range c.rules {
-		if !used[i] {
-			continue
+		if used[i] || keptBy[i] || i == c.def {
+			p.m.rules = append(p.m.rules, r)
 		}
-		p.m.rules = append(p.m.rules, r)
 	}
 	return p, nil
 }

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +33,76 @@ type vectorFile struct {
 	Comment  []string         `json:"comment"`
 	Positive []positiveVector `json:"positive"`
 	Negative []negativeVector `json:"negative"`
+	// Policies are texts of the policy grammar (section 4.3), each either valid, with its
+	// canonical form, or refused.
+	Policies []policyVector `json:"policies"`
+	// Unmatched says, for a policy and a body, what a sender does (section 4.5): fields,
+	// body (encrypt it whole), refuse, clear, or not_json (refused: not a JSON document).
+	Unmatched []unmatchedVector `json:"unmatched"`
+}
+
+type policyVector struct {
+	Text      string `json:"text"`
+	Canonical string `json:"canonical,omitempty"`
+	Error     string `json:"error,omitempty"` // "policy"
+}
+
+type unmatchedVector struct {
+	Policy string `json:"policy"`
+	Body   string `json:"body"`
+	Action string `json:"action"`
+}
+
+var policyInputs = []string{
+	"name=transit, card_number=fpe(bin,luhn), items[].sku=envelope",
+	"default=envelope; keep=order_id,created_at,items[].sku; **.card_number=fpe(bin,luhn)",
+	"default=transit;keep=meta;**.ssn=envelope;user.ssn=deterministic",
+	"items[].*=transit, *.city=deterministic, **.card_number=fpe(luhn)",
+	"name=transit; unmatched=refuse",
+	"default=envelope; unmatched=clear",
+	"default=deterministic",              // the default is transit or envelope
+	"keep=id",                            // keep needs a default
+	"name=transit, default=envelope",     // an option inside a rule list
+	"**=envelope",                        // "**" must be followed by a key
+	"a.*=transit, *.b=envelope",          // same rank, can select a.b
+	"default=envelope; keep=a; a.b=keep", // literal inside literal, as in version 1
+	"unmatched=encrypt",
+}
+
+var unmatchedInputs = []struct{ policy, body string }{
+	{"name=transit", `{"name":"Ann"}`},
+	{"name=transit", ` ["Ann"] `},
+	{"name=transit", `"Ann"`},
+	{"default=envelope", `42`},
+	{"default=envelope;unmatched=refuse", `[{"name":"Ann"}]`},
+	{"default=envelope;unmatched=clear", `null`},
+	{"default=envelope;unmatched=refuse", `{}`},
+	{"name=transit", `{"name":`},
+}
+
+// unmatchedAction is what a sender does with body under p (section 4.5).
+func unmatchedAction(p Policy, body string) string {
+	if u, ok := p.Unmatched([]byte(body)); ok {
+		return u.String()
+	}
+	if !json.Valid([]byte(body)) {
+		return "not_json"
+	}
+	return "fields"
+}
+
+func policyVectors() []policyVector {
+	var out []policyVector
+	for _, text := range policyInputs {
+		v := policyVector{Text: text}
+		if p, err := ParsePolicy(text); err != nil {
+			v.Error = "policy"
+		} else {
+			v.Canonical = p.String()
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 type positiveVector struct {
@@ -166,6 +237,36 @@ var positiveInputs = []positiveInput{
 		md:     map[string]string{"schema": "person/v2"},
 		seq:    77,
 	},
+	{
+		name:   "deny by default: envelope default, keep list, FPE at any depth; new, nested, case-variant and array fields protected",
+		policy: "default=envelope; keep=order_id,created_at,items[].sku; **.card_number=fpe(bin,luhn)",
+		body: `{"order_id":"ord-7","created_at":"2026-12-03T14:00:00Z","Name":"Ann","email":"ann@example.org",` +
+			`"payment":{"card_number":"4111 1111 1111 1111","amount":12.5},"items":[{"sku":"BK-1","qty":2,"note":null}],"tags":[],"gift":true}`,
+		md:  map[string]string{"content-type": "application/json"},
+		seq: 9,
+	},
+	{
+		name:   "deny by default: transit default; a literal rule beats **, a protecting rule beats keep, a key no path can name",
+		policy: "default=transit; keep=meta; **.ssn=envelope; user.ssn=deterministic",
+		body:   `{"meta":{"source":"web","ssn":"078-05-1120"},"user":{"ssn":"219-09-9999","id":7},"ssn":"457-55-5462","home address":{"city":"Cork"}}`,
+		md:     map[string]string{},
+		seq:    100,
+	},
+	{
+		name:   "wildcards in an allow-list: ** at the top level and deeper, items[].* (more specific than **), * as one key",
+		policy: "**.card_number=fpe(luhn), items[].*=transit, *.city=deterministic",
+		body: `{"card_number":"4111111111111111","items":[{"a":1,"card_number":"5500000000000004","b":{"c":2}},"x"],` +
+			`"home":{"city":"Cork"},"work":{"city":"Cork"},"wallet":{"card_number":"4000056655665556"}}`,
+		md:  map[string]string{"schema": "wallet/v1"},
+		seq: 3,
+	},
+	{
+		name:   "unmatched=clear: a top-level array sent readable, MAC only",
+		policy: "default=envelope; keep=id; unmatched=clear",
+		body:   `[{"id":1,"name":"Ann"},"x"]`,
+		md:     map[string]string{},
+		seq:    12,
+	},
 }
 
 func TestVectors(t *testing.T) {
@@ -185,6 +286,21 @@ func TestVectors(t *testing.T) {
 	}
 	for _, v := range f.Positive {
 		t.Run(v.Name, func(t *testing.T) { checkPositive(t, v) })
+	}
+	if !reflect.DeepEqual(f.Policies, policyVectors()) {
+		t.Errorf("%s: policies differ from what ParsePolicy says", vectorsPath)
+	}
+	if len(f.Unmatched) != len(unmatchedInputs) {
+		t.Errorf("%s: %d unmatched vectors, want %d", vectorsPath, len(f.Unmatched), len(unmatchedInputs))
+	}
+	for _, v := range f.Unmatched {
+		p, err := ParsePolicy(v.Policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := unmatchedAction(p, v.Body); got != v.Action {
+			t.Errorf("unmatched %q on %q: %s, want %s", v.Policy, v.Body, got, v.Action)
+		}
 	}
 	for _, v := range f.Negative {
 		t.Run(v.Name, func(t *testing.T) {
@@ -405,7 +521,11 @@ func writeVectors(t *testing.T) {
 		v.Fields = vectorFields(t, p, in, out[0], m, id)
 		f.Positive = append(f.Positive, v)
 	}
-	f.Negative = negativeVectors(t, f.Positive[1], f.Positive[2])
+	f.Negative = negativeVectors(t, f.Positive[1], f.Positive[2], f.Positive[5])
+	f.Policies = policyVectors()
+	for _, in := range unmatchedInputs {
+		f.Unmatched = append(f.Unmatched, unmatchedVector{Policy: in.policy, Body: in.body, Action: unmatchedAction(mustPolicy(t, in.policy), in.body)})
+	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -433,8 +553,12 @@ func vectorFields(t *testing.T, p Policy, in positiveInput, out Output, m *manif
 	env := uint64(0)
 	for k, mt := range before {
 		r := p[mt.rule]
+		rule, mode := r.Path, strings.TrimPrefix(r.String(), r.Path+"=")
+		if r.Path == DefaultPath {
+			rule, mode = "(default)", r.Mode.String()
+		}
 		f := vectorField{
-			Path: mt.path, Rule: r.Path, Mode: r.String()[len(r.Path)+1:],
+			Path: mt.path, Rule: rule, Mode: mode,
 			Plaintext:   hex.EncodeToString([]byte(in.body[mt.start:mt.end])),
 			Replacement: string(out.Body[after[k].start:after[k].end]),
 		}
@@ -456,7 +580,7 @@ func vectorFields(t *testing.T, p Policy, in positiveInput, out Output, m *manif
 	return fields
 }
 
-func negativeVectors(t *testing.T, v, venv positiveVector) []negativeVector {
+func negativeVectors(t *testing.T, v, venv, vdeny positiveVector) []negativeVector {
 	neg := func(name string, base positiveVector, body string, edit func(md map[string]string), kind string) negativeVector {
 		md := maps.Clone(base.MetaOut)
 		if edit != nil {
@@ -493,6 +617,19 @@ func negativeVectors(t *testing.T, v, venv positiveVector) []negativeVector {
 	swapped = strings.Replace(swapped, "\x00", envVals[1], 1)
 	notString := strings.Replace(venv.BodyOut, envVals[1], "42", 1)
 
+	// The deny-by-default vector: its Name and email values (both the default's).
+	name, email := vdeny.Fields[0].Replacement, vdeny.Fields[1].Replacement
+	denySwapped := strings.Replace(strings.Replace(vdeny.BodyOut, name, "\x00", 1), email, name, 1)
+	denySwapped = strings.Replace(denySwapped, "\x00", email, 1)
+	dropKeep := func(s string) string { return strings.Replace(s, "order_id:k,", "", 1) }
+	var dropKeepMD map[string]string
+	{
+		md := maps.Clone(vdeny.MetaOut)
+		md[ManifestKey] = dropKeep(md[ManifestKey])
+		remac(vdeny, vdeny.BodyOut)(md)
+		dropKeepMD = md
+	}
+
 	list := []negativeVector{
 		neg("body byte changed", v, flip(v.BodyOut, 20), nil, kindAuth),
 		neg("clear byte of the body changed (whitespace added)", venv, venv.BodyOut+" ", nil, kindAuth),
@@ -522,6 +659,18 @@ func negativeVectors(t *testing.T, v, venv positiveVector) []negativeVector {
 			return strings.Replace(s, ";r=", ";r="+strings.Repeat("a", 1024)+":e,", 1)
 		}), kindMalformed),
 	}
+	list = append(list,
+		neg("v2: default values swapped, MAC recomputed", vdeny, denySwapped, remac(vdeny, denySwapped), kindAuth),
+		neg("v2: keep rule removed from the manifest", vdeny, vdeny.BodyOut, setManifest(dropKeep), kindAuth),
+		negativeVector{Name: "v2: keep rule removed, MAC recomputed: the kept clear value is not a ciphertext", DataKey: vdeny.DataKey,
+			Body: vdeny.BodyOut, Metadata: dropKeepMD, Error: kindMalformed},
+		neg("v2: default removed from the manifest (keep without a default)", vdeny, vdeny.BodyOut,
+			setManifest(func(s string) string { return strings.Replace(s, ";d=e", "", 1) }), kindMalformed),
+		neg("v2: manifest labelled v1", vdeny, vdeny.BodyOut, setManifest(func(s string) string { return "v1" + s[2:] }), kindMalformed),
+		neg("v2: manifest with d= before r=", vdeny, vdeny.BodyOut, setManifest(func(s string) string {
+			return strings.Replace(strings.Replace(s, ";d=e", "", 1), ";r=", ";d=e;r=", 1)
+		}), kindMalformed),
+	)
 	for i := range list {
 		if list[i].Name == "wrong data key" {
 			list[i].DataKey = hex.EncodeToString(derive("some other data key", 32))

@@ -27,7 +27,10 @@ const (
 	envPrefix  = "pc1e."
 
 	manifestVersion = "v1"
-	tagField        = ";t="
+	// manifestV2 is the version of a manifest whose rules use what version 1 cannot say:
+	// a default, keep rules, wildcards (docs/FIELDS.md section 6). Everything else is v1's.
+	manifestV2 = "v2"
+	tagField   = ";t="
 
 	idSize     = 16
 	tagTextLen = 22 // base64url of wire.TagSize bytes
@@ -72,7 +75,7 @@ type manifest struct {
 	det        string // Vault key of deterministic fields, "" if none
 	fpe        string // Vault key of FPE fields, "" if none
 	fpeVersion int
-	rules      Policy    // the rules that matched, in policy order
+	rules      Policy    // the rules that matched, in policy order, and the default
 	c          *compiled // rules, compiled (received manifests only)
 	unsigned   string    // the manifest up to ";t=": what the MAC covers
 	tag        [wire.TagSize]byte
@@ -94,10 +97,21 @@ func (m *manifest) setKeys(k Keys) {
 
 func (m *manifest) idText() string { return b64.EncodeToString(m.id[:]) }
 
+// version is "v2" if the rules use anything version 1 does not have, else "v1": a policy
+// of version 1 gives the same manifest as before.
+func (m *manifest) version() string {
+	for _, r := range m.rules {
+		if r.Path == DefaultPath || r.Mode == Keep || strings.Contains(r.Path, "*") {
+			return manifestV2
+		}
+	}
+	return manifestVersion
+}
+
 // formatUnsigned writes the manifest up to, not including, ";t=".
 func (m *manifest) formatUnsigned() string {
 	var b strings.Builder
-	b.WriteString(manifestVersion)
+	b.WriteString(m.version())
 	b.WriteString(";id=")
 	b.WriteString(m.idText())
 	if m.transit != "" {
@@ -110,11 +124,24 @@ func (m *manifest) formatUnsigned() string {
 		b.WriteString(";fk=" + m.fpe + "@" + strconv.Itoa(m.fpeVersion))
 	}
 	b.WriteString(";r=")
-	for i, r := range m.rules {
-		if i > 0 {
+	n := 0
+	def := ""
+	for _, r := range m.rules {
+		switch r.Path {
+		case DefaultPath:
+			def = r.code()
+			continue
+		case UnmatchedPath: // the sender's business only
+			continue
+		}
+		if n > 0 {
 			b.WriteByte(',')
 		}
+		n++
 		b.WriteString(r.Path + ":" + r.code())
+	}
+	if def != "" {
+		b.WriteString(";d=" + def)
 	}
 	return b.String()
 }
@@ -129,8 +156,8 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 	if len(s) > MaxManifestLen {
 		return nil, badManifest("longer than %d bytes", MaxManifestLen)
 	}
-	if v, _, _ := strings.Cut(s, ";"); v != manifestVersion {
-		return nil, badManifest("unsupported version (want %q)", manifestVersion)
+	if v, _, _ := strings.Cut(s, ";"); v != manifestVersion && v != manifestV2 {
+		return nil, badManifest("unsupported version (want %q or %q)", manifestVersion, manifestV2)
 	}
 	i := strings.LastIndex(s, tagField)
 	if i < 0 {
@@ -176,18 +203,33 @@ func parseManifest(s string, rc *ruleCache) (*manifest, error) {
 		m.fpe, m.fpeVersion = name, n
 	}
 	rules, ok := next("r")
+	def, hasDef := next("d")
 	if !ok || len(fields) != 0 {
-		return nil, badManifest("want fields v1;id=;[tk=;][dk=;][fk=;]r=;t= in this order")
+		return nil, badManifest("want fields v1;id=;[tk=;][dk=;][fk=;]r=;t= or v2;id=;[tk=;][dk=;][fk=;]r=;[d=;]t= in this order")
+	}
+	if hasDef {
+		rules += ";d=" + def // the cache key: rules and default together
 	}
 	if m.c = rc.get(rules); m.c == nil {
 		var p Policy
-		if rules != "" {
-			for text := range strings.SplitSeq(rules, ",") {
+		list, _, _ := strings.Cut(rules, ";")
+		if list != "" {
+			for text := range strings.SplitSeq(list, ",") {
 				r, err := parseRuleCode(text)
 				if err != nil {
 					return nil, err
 				}
 				p = append(p, r)
+			}
+		}
+		if hasDef {
+			switch def {
+			case "t":
+				p = append(p, Rule{Path: DefaultPath, Mode: Transit})
+			case "e":
+				p = append(p, Rule{Path: DefaultPath, Mode: Envelope})
+			default:
+				return nil, badManifest("d= must be t or e")
 			}
 		}
 		c, err := compile(p)
@@ -272,6 +314,8 @@ func parseRuleCode(text string) (Rule, error) {
 		r.Mode = Deterministic
 	case 'f':
 		r.Mode = FPE
+	case 'k':
+		r.Mode = Keep
 	default:
 		return Rule{}, badManifest("rule %q: unknown mode", path)
 	}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Check testdata/fields/v1.json against docs/FIELDS.md, independently of the Go code.
 
-Written from the specification alone: value matching (section 4.2), envelope values
+Written from the specification alone: value matching (sections 4.2-4.5: wildcards,
+precedence, keep rules and the default, unmatched bodies), envelope values
 (5.2), transit associated data (5.1), deterministic context (5.3), header (7), manifest
 (6) and MAC (8). FPE outputs and Vault ciphertexts are taken from the vectors (FF1 has
 its own vectors in testdata/fpe). Needs the `cryptography` package:
@@ -33,22 +34,54 @@ def nonce(seq):
 WS = b" \t\r\n"
 
 
-class Doc:
-    """Section 4.2: walk a JSON document along rule paths and report the selected
-    values as (concrete path, rule index, start, end), in document order."""
+NAME = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
-    def __init__(self, text, rules):
+
+def parse_path(p):
+    """Section 4.1: ("k", name), ("any", None) for "*", ("a", None) for "[]", ("deep", None) for "**"."""
+    steps = []
+    for seg in p.split("."):
+        if seg == "**":
+            steps.append(("deep", None))
+            continue
+        name = seg.rstrip("[]")
+        steps.append(("any", None) if name == "*" else ("k", name))
+        steps += [("a", None)] * ((len(seg) - len(name)) // 2)
+    return steps
+
+
+def path_matches(p, cs):
+    """Section 4.2: does rule path p match the concrete steps cs ("**" tries every length)?"""
+    if not p:
+        return not cs
+    if p[0][0] == "deep":
+        return any(path_matches(p[1:], cs[k:]) for k in range(len(cs) + 1))
+    if not cs:
+        return False
+    kind, name = p[0]
+    ckind, cname = cs[0]
+    ok = (kind == "a") == (ckind == "a") and (kind != "k" or name == cname)
+    return ok and path_matches(p[1:], cs[1:])
+
+
+def key_text(key):
+    """Section 4.2: a key in a concrete path, "{" base64url "}" unless it is a name."""
+    kb = key.encode()
+    if kb and all(c in NAME for c in kb):
+        return key
+    return "{" + b64(kb) + "}"
+
+
+class Doc:
+    """Sections 4.2-4.5: walk a JSON document and report the selected values as
+    (concrete path, rule index, start, end), in document order. rules are (path, code)
+    pairs; code "k" keeps; default is the index of the default rule or None."""
+
+    def __init__(self, text, rules, default=None):
         self.b = text
         self.out = []
-        self.trie = {}
-        for i, path in enumerate(rules):
-            node = self.trie
-            for seg in path.split("."):
-                name = seg.rstrip("[]")
-                steps = [("k", name)] + [("a", None)] * ((len(seg) - len(name)) // 2)
-                for st in steps:
-                    node = node.setdefault(st, {})
-            node["rule"] = i
+        self.rules = [(parse_path(p), code) for p, code in rules]
+        self.default = default
 
     def ws(self, i):
         while i < len(self.b) and self.b[i] in WS:
@@ -83,13 +116,23 @@ class Doc:
             i += 1
         return i
 
-    def walk(self, i, node, path):
-        if "rule" in node:
+    def walk(self, i, cs, path, kept):
+        # Section 4.4: the most specific protecting rule (fewest "**", then fewest "*");
+        # keep rules only switch the default off.
+        cands = []
+        for ri, (steps, code) in enumerate(self.rules):
+            if ri != self.default and path_matches(steps, cs):
+                if code == "k":
+                    kept = True
+                else:
+                    rank = (sum(s[0] == "deep" for s in steps), sum(s[0] == "any" for s in steps))
+                    cands.append((rank, ri))
+        if cands:
             end = self.skip(i)
-            self.out.append((path, node["rule"], i, end))
+            self.out.append((path, min(cands)[1], i, end))
             return end
         c = self.b[i]
-        if c == ord("{") and any(k[0] == "k" for k in node if k != "rule"):
+        if c == ord("{"):
             i = self.ws(i + 1)
             if self.b[i] == ord("}"):
                 return i + 1
@@ -97,43 +140,68 @@ class Doc:
                 kend = self.string_end(i)
                 key = json.loads(self.b[i:kend])  # unescaped
                 i = self.ws(self.ws(kend) + 1)  # past ':'
-                child = node.get(("k", key))
-                if child is not None:
-                    i = self.walk(i, child, (path + "." if path else "") + key)
-                else:
-                    i = self.skip(i)
-                i = self.ws(i)
+                kt = key_text(key)
+                i = self.ws(self.walk(i, cs + [("k", key)], (path + "." if path else "") + kt, kept))
                 if self.b[i] == ord("}"):
                     return i + 1
                 i = self.ws(i + 1)
-        if c == ord("[") and ("a", None) in node:
+        if c == ord("["):
             i = self.ws(i + 1)
             if self.b[i] == ord("]"):
                 return i + 1
             k = 0
             while True:
-                i = self.ws(self.walk(i, node[("a", None)], "%s[%d]" % (path, k)))
+                i = self.ws(self.walk(i, cs + [("a", None)], "%s[%d]" % (path, k), kept))
                 k += 1
                 if self.b[i] == ord("]"):
                     return i + 1
                 i = self.ws(i + 1)
-        return self.skip(i)
+        end = self.skip(i)
+        if self.default is not None and not kept:
+            self.out.append((path, self.default, i, end))
+        return end
 
     def locate(self):
-        self.walk(self.ws(0), self.trie, "")
+        i = self.ws(0)
+        if self.b[i] != ord("{"):  # section 4.5: a policy addresses objects only
+            return []
+        self.walk(i, [], "", False)
         return self.out
+
+
+def unmatched_action(policy, body):
+    """Section 4.5, from the policy text: fields, body, refuse, clear or not_json."""
+    try:
+        json.loads(body)
+    except ValueError:
+        return "not_json"
+    if body.strip(" \t\r\n").startswith("{"):
+        return "fields"
+    for clause in policy.split(";"):
+        k, _, v = clause.partition("=")
+        if k.strip() == "unmatched":
+            return v.strip()
+    return "body"
 
 
 def parse_manifest(m):
     fields = m.split(";")
-    assert fields[0] == "v1"
+    assert fields[0] in ("v1", "v2")
     out = {}
     for f in fields[1:]:
         k, v = f.split("=", 1)
         out[k] = v
-    assert list(out)[-1] == "t" and list(out)[-2] == "r"
-    rules = [e.split(":") for e in out["r"].split(",")] if out["r"] else []
-    return out, rules
+    order = list(out)
+    assert order[-1] == "t" and (order[-2] == "r" or order[-2] == "d" and order[-3] == "r")
+    rules = [e.split(":", 1) for e in out["r"].split(",")] if out["r"] else []
+    default = None
+    if "d" in out:
+        assert out["d"] in ("t", "e")
+        default = len(rules)
+        rules.append(["(default)", out["d"]])
+    v2 = default is not None or any(c == "k" or "*" in p for p, c in rules)
+    assert fields[0] == ("v2" if v2 else "v1"), "manifest version"
+    return out, rules, default
 
 
 def check_positive(v):
@@ -141,14 +209,14 @@ def check_positive(v):
     gcm = AESGCM(key)
     seq0 = int(v["seq"])
     body = v["body"].encode()
-    man, rules = parse_manifest(v["manifest"])
+    man, rules, default = parse_manifest(v["manifest"])
     mid = bytes.fromhex(v["message_id"])
     assert man["id"] == b64(mid), "manifest id"
     assert v["header"] == "v1;alg=A256GCM;kid=%s;n=%s" % (v["key_id"], b64(nonce(seq0))), "header"
 
     # Section 4.2 on the input and the output: same concrete paths, in the same order.
-    spans = Doc(body, [p for p, _ in rules]).locate()
-    out_spans = Doc(v["body_out"].encode(), [p for p, _ in rules]).locate()
+    spans = Doc(body, rules, default).locate()
+    out_spans = Doc(v["body_out"].encode(), rules, default).locate()
     assert [s[:2] for s in spans] == [s[:2] for s in out_spans], "selected values"
     assert [(f["path"]) for f in v["fields"]] == [s[0] for s in spans], "field list"
 
@@ -205,7 +273,7 @@ def check_negative(v):
     half where the entries parse."""
     md = v["metadata"]
     try:
-        man, _ = parse_manifest(md["pubcrypt-fields"])
+        man, _, _ = parse_manifest(md["pubcrypt-fields"])
         n = md["pubcrypt"].split(";n=")[1]
         seq0 = struct.unpack(">Q", base64.urlsafe_b64decode(n + "==")[4:12])[0]
         md["pubcrypt-dek"]
@@ -234,6 +302,9 @@ def main():
         if v["error"] == "auth" and r == "mac-ok":
             assert "MAC recomputed" in v["name"], v["name"]
         print("ok  ", v["name"], "(%s)" % r)
+    for v in vectors["unmatched"]:
+        assert unmatched_action(v["policy"], v["body"]) == v["action"], v
+    print("ok   %d unmatched routings" % len(vectors["unmatched"]))
     return 0
 
 
