@@ -147,10 +147,10 @@ type bridger struct {
 	onFault          string
 	dlURL            string
 	outage           outage
-	// prepare, if set, turns copies of the source messages into the messages to send, in
-	// place (reencrypt decrypts them): faults[i] for a message that can never be sent, err
-	// for a fault of the environment (the whole batch is tried again).
-	prepare func(ctx context.Context, msgs []*pubsub.Message) (faults []error, err error)
+	// prepare, if set, turns out, copies of the source messages src, into the messages to
+	// send, in place (reencrypt decrypts them): faults[i] for a message that can never be
+	// sent, err for a fault of the environment (the whole batch is tried again).
+	prepare func(ctx context.Context, src, out []*pubsub.Message) (faults []error, err error)
 	each    func(*pubsub.Message)                           // a message forwarded
 	faulty  func(verb string, m *pubsub.Message, err error) // a message dead-lettered or skipped
 
@@ -373,7 +373,7 @@ func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, e
 		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
 	}
 	if b.prepare != nil {
-		pf, err := b.prepare(tctx, out)
+		pf, err := b.prepare(tctx, batch, out)
 		if err != nil {
 			return nil, err
 		}

@@ -97,7 +97,7 @@ func runReencrypt(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	check := startCountCheck(ctx, *subURL, bopts)
-	r := &reencryptor{opener: opener, kr: kr, vf: &vf, sensitive: sens, checked: map[string]bool{}, versions: map[int]int{}}
+	r := &reencryptor{opener: opener, kr: kr, vf: &vf, sensitive: sens, checked: map[string]bool{}, versions: map[int]int{}, pending: map[*pubsub.Message]int{}}
 	prog := newProgress(os.Stderr)
 	b := &bridger{
 		subURL: *subURL, topicURL: *topicURL, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
@@ -105,8 +105,9 @@ func runReencrypt(ctx context.Context, args []string, out io.Writer) error {
 		batch:     *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage:  outage{max: ff.maxOutage, health: obs.health},
 		prepare: r.prepare,
-		each:    func(*pubsub.Message) { countForwarded(); prog.add() },
+		each:    func(m *pubsub.Message) { countForwarded(); r.forwarded(m); prog.add() },
 		faulty: func(verb string, m *pubsub.Message, err error) {
+			delete(r.pending, m)
 			countBridgeFault(verb)
 			fmt.Fprintf(out, "%s %s: %v\n", verb, m.LoggableID, err)
 		},
@@ -195,11 +196,20 @@ type reencryptor struct {
 	kr        keyring.Keyring
 	vf        *vaultFlags
 	sensitive []string
-	checked   map[string]bool // field keys checked (keyring.CheckKey) on first use
-	versions  map[int]int     // messages by the version of the key that wrapped their data key
+	checked   map[string]bool         // field keys checked (keyring.CheckKey) on first use
+	versions  map[int]int             // messages forwarded, by the version of the key that had wrapped their data key
+	pending   map[*pubsub.Message]int // source message → that version, until it is forwarded
 }
 
-func (r *reencryptor) prepare(ctx context.Context, msgs []*pubsub.Message) ([]error, error) {
+// forwarded counts the source message m, sent again and acknowledged, by its old version.
+func (r *reencryptor) forwarded(m *pubsub.Message) {
+	if v, ok := r.pending[m]; ok {
+		r.versions[v]++
+		delete(r.pending, m)
+	}
+}
+
+func (r *reencryptor) prepare(ctx context.Context, src, msgs []*pubsub.Message) ([]error, error) {
 	for _, m := range msgs {
 		m.Metadata = maps.Clone(m.Metadata) // the source message stays as received
 	}
@@ -222,7 +232,7 @@ func (r *reencryptor) prepare(ctx context.Context, msgs []*pubsub.Message) ([]er
 			continue
 		}
 		*m = pubsub.Message{Body: again.Body, Metadata: again.Metadata}
-		r.versions[infos[i].KeyVersion]++
+		r.pending[src[i]] = infos[i].KeyVersion // counted once forwarded: a batch may be tried again
 	}
 	return faults, nil
 }
