@@ -33,7 +33,7 @@ import (
 )
 
 // Reasons a message cannot be decrypted, matched with errors.Is on a *DecryptError; all
-// three are of class fault.Message. Key-service failures match the keyring kinds instead
+// four are of class fault.Message. Key-service failures match the keyring kinds instead
 // (keyring.ErrPermissionDenied, keyring.ErrKeyNotFound, keyring.ErrUnavailable: class
 // Environment; keyring.ErrVersionTooOld, keyring.ErrInvalidWrappedKey, keyring.ErrDecrypt:
 // class Message).
@@ -45,6 +45,10 @@ var (
 	// ErrTampered: authentication failed; body, envelope or metadata was changed, or the
 	// data key is not the one the message was sealed with.
 	ErrTampered = envelope.ErrAuth
+	// ErrShredded: the message's subject was forgotten (keyring.Subjects.Forget): the key
+	// versions that protected it are destroyed, so it can never be decrypted again.
+	// Class Message: acknowledge it (or dead-letter it) and go on.
+	ErrShredded = keyring.ErrShredded
 )
 
 // DecryptError reports a message that Receive could not decrypt.

@@ -60,6 +60,11 @@ type Options struct {
 	// Logger receives key-rotation events and errors; nil discards them. It never sees
 	// keys, tokens or message contents.
 	Logger *slog.Logger
+	// Subjects gives each subject of a policy with a subject option ("subject=customer_id")
+	// keys of its own, so that keyring.Subjects.Forget can erase it. Nil means
+	// keyring.NewSubjects over Keyring when it is a *keyring.Vault, with Reuse; with
+	// another keyring such a policy is refused.
+	Subjects SubjectKeys
 	// Broker is the gocloud URL scheme of the broker the topic sends to ("kafka",
 	// "gcppubsub", "awssqs", ...). Send refuses, before anything reaches the broker, an
 	// encrypted message larger than that broker accepts (body, number and size of
@@ -77,6 +82,14 @@ var ErrTooLarge = broker.ErrTooLarge
 // used: Options.Fields in New or Open (which then names Options.Fields), a message's
 // ProtectKey entry or a type's struct tags at send (a fault of that message).
 var ErrFieldPolicy = fields.ErrPolicy
+
+// SubjectKeys gives each subject keys of its own; keyring.Subjects implements it.
+type SubjectKeys = fields.SubjectKeys
+
+// ErrNoSubject is matched (errors.Is) by the error of a send refused because its field
+// policy names a subject ("subject=customer_id") that the message does not have, or
+// because its body is not a JSON object. The error is of class fault.Message.
+var ErrNoSubject = fields.ErrSubject
 
 // ErrUnmatchedBody is matched (errors.Is) by the error of a send refused because its JSON
 // body is not an object (an array, a string, ...), so that the field policy addresses
@@ -133,6 +146,7 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 		FPERefresh:        opts.FPERefresh,
 		Limits:            limits,
 		Logger:            log,
+		Subjects:          opts.Subjects,
 	})
 	if errors.Is(err, ErrFieldPolicy) {
 		return nil, fmt.Errorf("crypttopic: Options.Fields: %w", err)

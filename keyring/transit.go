@@ -90,6 +90,9 @@ type KeyInfo struct {
 	// MinEncryptionVersion is the oldest version Vault still encrypts or HMACs with when a
 	// version is asked for explicitly (0: any).
 	MinEncryptionVersion int
+	// MinAvailableVersion is the oldest version Vault still holds (trim destroys the
+	// older ones); 0 means every version.
+	MinAvailableVersion int
 	// Derived: every operation needs a derivation context.
 	Derived bool
 	// Convergent: with Derived, the same plaintext and context give the same ciphertext.
@@ -405,7 +408,7 @@ func (v *Vault) do(ctx context.Context, method, path string, body []byte, out an
 // itemError is the *Error of one failed item of a batch.
 func (v *Vault) itemError(op, key string, version int, ciphertext string, r batchResult) error {
 	ve := &VaultError{StatusCode: r.status, Errors: v.scrub(cleanVaultError(r.Error), ciphertext)}
-	return &Error{Op: op, KeyID: key, Version: version, Kind: transitKind(op, ve), Err: ve}
+	return &Error{Op: op, KeyID: key, Version: version, Kind: shredded(key, transitKind(op, ve)), Err: ve}
 }
 
 // transitKind is kindOf for transit items, where a ciphertext that does not authenticate
@@ -461,7 +464,7 @@ func (v *Vault) FPEKey(ctx context.Context, key string, version int) ([]byte, in
 			return nil, 0, err
 		}
 		if version < info.MinDecryptionVersion {
-			return nil, 0, &Error{Op: op, KeyID: key, Version: version, Kind: ErrVersionTooOld,
+			return nil, 0, &Error{Op: op, KeyID: key, Version: version, Kind: shredded(key, ErrVersionTooOld),
 				Err: fmt.Errorf("min_decryption_version is %d", info.MinDecryptionVersion)}
 		}
 		if version > info.LatestVersion {
@@ -501,7 +504,7 @@ func fpeError(err error) error {
 	msg := strings.Join(ve.Errors, "; ")
 	switch {
 	case strings.Contains(msg, "no such key version"):
-		e.Kind = ErrVersionTooOld
+		e.Kind = shredded(e.KeyID, ErrVersionTooOld)
 	case strings.Contains(msg, "key version does not exist"):
 		e.Kind = ErrDecrypt
 	}
@@ -534,6 +537,7 @@ func (v *Vault) KeyInfo(ctx context.Context, name string) (KeyInfo, error) {
 	info.LatestVersion, _ = intField(d["latest_version"])
 	info.MinDecryptionVersion, _ = intField(d["min_decryption_version"])
 	info.MinEncryptionVersion, _ = intField(d["min_encryption_version"])
+	info.MinAvailableVersion, _ = intField(d["min_available_version"])
 	if info.LatestVersion <= 0 {
 		return KeyInfo{}, &Error{Op: op, KeyID: name, Kind: ErrUnavailable, Err: errors.New("vault returned a key without latest_version")}
 	}

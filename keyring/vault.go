@@ -287,24 +287,29 @@ func (v *Vault) Calls() int64 { return v.calls.Load() }
 
 // GenerateDataKey asks Vault for a new 256-bit data key, in plaintext and wrapped.
 func (v *Vault) GenerateDataKey(ctx context.Context) (*DataKey, error) {
+	return v.generateDataKey(ctx, v.key)
+}
+
+// generateDataKey asks for a data key wrapped under the transit key named key.
+func (v *Vault) generateDataKey(ctx context.Context, key string) (*DataKey, error) {
 	const op = "generate data key"
-	data, err := v.write(ctx, "datakey/plaintext/"+v.key, map[string]any{"bits": 256})
+	data, err := v.write(ctx, "datakey/plaintext/"+key, map[string]any{"bits": 256})
 	if err != nil {
-		return nil, v.fail(ctx, op, v.key, 0, "", err)
+		return nil, v.fail(ctx, op, key, 0, "", err)
 	}
 	wrapped, _ := data["ciphertext"].(string)
 	version, ok := wrappedVersion(wrapped)
 	if !ok {
-		return nil, &Error{Op: op, KeyID: v.key, Kind: ErrInvalidWrappedKey, Err: errors.New("vault returned a ciphertext without a vault:vN: prefix")}
+		return nil, &Error{Op: op, KeyID: key, Kind: ErrInvalidWrappedKey, Err: errors.New("vault returned a ciphertext without a vault:vN: prefix")}
 	}
 	if n, ok := intField(data["key_version"]); ok && n > 0 {
 		version = n
 	}
-	key, err := decodeKey(data["plaintext"])
+	plain, err := decodeKey(data["plaintext"])
 	if err != nil {
-		return nil, &Error{Op: op, KeyID: v.key, Version: version, Kind: ErrUnavailable, Err: err}
+		return nil, &Error{Op: op, KeyID: key, Version: version, Kind: ErrUnavailable, Err: err}
 	}
-	return &DataKey{Plaintext: key, Wrapped: wrapped, KeyID: v.key, Version: version}, nil
+	return &DataKey{Plaintext: plain, Wrapped: wrapped, KeyID: key, Version: version}, nil
 }
 
 // UnwrapDataKey asks Vault to decrypt a data key wrapped under the transit key keyID.
@@ -447,7 +452,7 @@ func (v *Vault) fail(ctx context.Context, op, keyID string, version int, wrapped
 			}
 		}
 		e.Err = ve
-		e.Kind = kindOf(op, ve)
+		e.Kind = shredded(keyID, kindOf(op, ve))
 		if e.Kind == ErrPermissionDenied && !v.auth.renews() && slices.Contains(ve.Errors, "invalid token") {
 			e.Err = fmt.Errorf("%w: %w", ErrTokenInvalid, ve)
 		}

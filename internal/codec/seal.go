@@ -47,6 +47,10 @@ type SealOptions struct {
 	Limits broker.Limits
 	// Logger receives key-rotation events and errors, never keys or contents.
 	Logger *slog.Logger
+	// Subjects gives subjects keys of their own, for policies with a subject option; nil
+	// means keyring.NewSubjects over Keyring when it is a *keyring.Vault (with Reuse), and
+	// no such policy otherwise.
+	Subjects fields.SubjectKeys
 }
 
 // Sealer protects messages for sending. It is safe for concurrent use.
@@ -72,11 +76,19 @@ func NewSealer(opts SealOptions) (*Sealer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	fk, _ := opts.Keyring.(keyring.FieldKeyring)
+	subjects := opts.Subjects
+	if v, ok := opts.Keyring.(*keyring.Vault); ok && subjects == nil {
+		sk, err := keyring.NewSubjects(v, keyring.SubjectOptions{Reuse: opts.Reuse})
+		if err != nil {
+			return nil, err
+		}
+		subjects = sk
+	}
 	s := &Sealer{
 		keys:      keys,
 		sensitive: append([]string(nil), opts.SensitiveMetadata...),
 		policy:    opts.Fields,
-		fields:    fields.NewSealer(fk, keys, opts.FieldKeys, fields.SealerOptions{FPERefresh: opts.FPERefresh}),
+		fields:    fields.NewSealer(fk, keys, opts.FieldKeys, fields.SealerOptions{FPERefresh: opts.FPERefresh, Subjects: subjects}),
 		limits:    opts.Limits,
 		log:       log,
 	}
@@ -135,6 +147,12 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 		if u, ok := p.Unmatched(m.Body); ok && !whole {
 			switch u {
 			case fields.UnmatchedBody:
+				if _, ok := p.Subject(); ok {
+					// Whole-body encryption is under the shared key, which forgetting
+					// the subject would not reach.
+					fail(i, fmt.Errorf("fields not protected: %w: the body is not a JSON object, and a policy with a subject encrypts only objects (unmatched=refuse or unmatched=clear)", fields.ErrSubject))
+					continue
+				}
 				whole = true
 			case fields.UnmatchedRefuse:
 				fail(i, fmt.Errorf("fields not protected: %w (unmatched=refuse)", fields.ErrUnmatched))

@@ -486,6 +486,12 @@ func (s *Server) setup(ctx context.Context, keys []string) error {
 	if err := c.Sys().MountWithContext(ctx, "transit", &api.MountInput{Type: "transit"}); err != nil {
 		return fmt.Errorf("devvault: enable transit: %w", err)
 	}
+	// The naming key of subject keys (keyring.DefaultSubjectNamingKey; package keyring's
+	// tests use this package, so the name is written out): policies with a subject
+	// option work on every dev server.
+	if err := s.CreateKey(ctx, SubjectNamingKey); err != nil {
+		return err
+	}
 	for _, k := range keys {
 		if err := s.CreateKey(ctx, k); err != nil {
 			return err
@@ -635,6 +641,10 @@ func (s *Server) Restart(ctx context.Context) error {
 	}
 	return fmt.Errorf("devvault: restart on %s: %w", s.listen, err)
 }
+
+// SubjectNamingKey is the transit key every dev server has for naming subject keys:
+// keyring.DefaultSubjectNamingKey.
+const SubjectNamingKey = "pubcrypt-subjects"
 
 // CreateKey creates an aes256-gcm96 transit key.
 func (s *Server) CreateKey(ctx context.Context, name string) error {

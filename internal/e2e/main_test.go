@@ -33,6 +33,8 @@ var (
 	// producerToken and consumerToken hold only the pubcrypt-producer and
 	// pubcrypt-consumer policies of terraform/vault/main.tf (not even "default").
 	producerToken, consumerToken string
+	// forgetToken holds only the pubcrypt-forget policy.
+	forgetToken string
 )
 
 func TestMain(m *testing.M) {
@@ -55,6 +57,9 @@ func run(m *testing.M) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if names.Subjects != devvault.SubjectNamingKey {
+		return 0, fmt.Errorf("terraform's subject naming key is %q; devvault creates %q: adapt the test", names.Subjects, devvault.SubjectNamingKey)
+	}
 	if names.Mount != "transit" {
 		return 0, fmt.Errorf("terraform's default transit mount is %q; devvault mounts transit at \"transit\": adapt the test", names.Mount)
 	}
@@ -87,6 +92,9 @@ func run(m *testing.M) (int, error) {
 	if consumerToken, err = srv.CreateToken(ctx, "pubcrypt-consumer", policies["consumer"]); err != nil {
 		return 0, err
 	}
+	if forgetToken, err = srv.CreateToken(ctx, "pubcrypt-forget", policies["forget"]); err != nil {
+		return 0, err
+	}
 	return m.Run(), nil
 }
 
@@ -95,6 +103,7 @@ func run(m *testing.M) (int, error) {
 type tfNames struct {
 	Mount, Data, Deterministic, FPE string
 	FPEPluginMount, FPEPluginKey    string
+	Subjects                        string
 }
 
 // readNames reads the string defaults of the mount and key variables.
@@ -116,7 +125,8 @@ func readNames(path string) (tfNames, error) {
 		dst  *string
 		name string
 	}{{&n.Mount, "transit_mount"}, {&n.Data, "data_key_name"}, {&n.Deterministic, "deterministic_key_name"}, {&n.FPE, "fpe_key_name"},
-		{&n.FPEPluginMount, "fpe_plugin_mount"}, {&n.FPEPluginKey, "fpe_plugin_key_name"}} {
+		{&n.FPEPluginMount, "fpe_plugin_mount"}, {&n.FPEPluginKey, "fpe_plugin_key_name"},
+		{&n.Subjects, "subject_naming_key_name"}} {
 		if *f.dst, err = get(f.name); err != nil {
 			return tfNames{}, err
 		}
@@ -124,7 +134,7 @@ func readNames(path string) (tfNames, error) {
 	return n, nil
 }
 
-// readPolicies extracts the HCL of the vault_policy resources "producer" and "consumer"
+// readPolicies extracts the HCL of the vault_policy resources "producer", "consumer" and "forget"
 // (their <<-EOT heredocs) from main.tf and fills in the Terraform references with names.
 // A reference it does not know fails the tests, so that a change to the Terraform is
 // noticed here.
@@ -140,9 +150,10 @@ func readPolicies(path string, n tfNames) (map[string]string, error) {
 		"${vault_transit_secret_backend_key.fpe.name}", n.FPE,
 		"${local.fpe_mount}", n.FPEPluginMount,
 		"${local.fpe_key}", n.FPEPluginKey,
+		"${vault_transit_secret_backend_key.subjects.name}", n.Subjects,
 	)
 	out := map[string]string{}
-	for _, role := range []string{"producer", "consumer"} {
+	for _, role := range []string{"producer", "consumer", "forget"} {
 		re := regexp.MustCompile(`(?s)resource "vault_policy" "` + role + `" \{.*?\bpolicy\s*=\s*<<-EOT\n(.*?)\n[ \t]*EOT\n`)
 		mm := re.FindSubmatch(b)
 		if mm == nil {

@@ -57,6 +57,10 @@ var (
 	// unmatched=refuse (or, from Protect, one that says unmatched=body: the caller
 	// encrypts such a body whole instead, see Policy.Unmatched).
 	ErrUnmatched = fault.New(fault.Message, "fields: body is not a JSON object, so the field policy addresses nothing in it")
+	// ErrSubject: under a policy with a subject option, a message whose subject cannot be
+	// found: no such metadata entry, no JSON string or number at the path, or an empty
+	// one. Refused rather than sent under a key no erasure could reach.
+	ErrSubject = fault.New(fault.Message, "fields: message names no subject")
 )
 
 // Input is one message to protect.

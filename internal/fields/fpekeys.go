@@ -20,8 +20,9 @@ const (
 	// fpeTTL is how long an Opener keeps an FPE key of one version: it bounds how long a
 	// version stays usable here after the key service stopped allowing it.
 	fpeTTL = time.Hour
-	// fpeCacheSize bounds the number of (key, version) pairs an Opener keeps.
-	fpeCacheSize = 256
+	// fpeCacheSize bounds the number of (key, version) pairs an Opener keeps, and the
+	// latest versions a Sealer keeps: with subject keys there is one key per subject.
+	fpeCacheSize = 4096
 )
 
 // fpeKeys caches FF1 ciphers by key name and version. Concurrent misses for the same
@@ -152,5 +153,12 @@ func (c *fpeKeys) evict() {
 	}
 	if len(c.byVersion) > fpeCacheSize {
 		delete(c.byVersion, oldest)
+	}
+	if len(c.latest) > fpeCacheSize {
+		for name, e := range c.latest {
+			if now.Sub(e.at) >= c.refresh || len(c.latest) > fpeCacheSize {
+				delete(c.latest, name)
+			}
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package fields
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/pubcrypt/pubcrypt/internal/fpe"
 	"github.com/pubcrypt/pubcrypt/internal/wire"
@@ -49,7 +52,17 @@ const (
 	// top-level value is not an object ("unmatched=refuse"): Rule{Path: UnmatchedPath,
 	// Unmatched: UnmatchedRefuse}. Without it, such a body is encrypted whole.
 	UnmatchedPath = "@unmatched"
+	// SubjectPath is the path of the option that names the subject of a message
+	// ("subject=customer_id", "subject=metadata:customer"): Rule{Path: SubjectPath,
+	// Subject: "customer_id"}. With it, every protected value of a message is encrypted
+	// under a key of that subject alone, which Subjects.Forget can destroy
+	// (docs/FIELDS.md section 9).
+	SubjectPath = "@subject"
 )
+
+// SubjectMetadataPrefix starts a subject that names a metadata entry rather than a JSON
+// path: "metadata:customer".
+const SubjectMetadataPrefix = "metadata:"
 
 // Unmatched is what a policy does with a body it cannot address: a JSON document whose
 // top-level value is an array, a string, a number, true, false or null (docs/FIELDS.md
@@ -157,6 +170,10 @@ type Rule struct {
 	Role, Transformation string
 	// Unmatched is the choice of the rule of path UnmatchedPath, and of no other.
 	Unmatched Unmatched
+	// Subject is where the rule of path SubjectPath, and no other, finds the subject ID:
+	// a path without wildcards or arrays whose value is a JSON string or number
+	// ("customer.id"), or "metadata:" and a metadata key ("metadata:customer").
+	Subject string
 }
 
 func (r Rule) card() bool { return r.KeepBIN || r.KeepLast4 || r.Luhn }
@@ -173,6 +190,8 @@ func (r Rule) String() string {
 		return "default=" + r.Mode.String()
 	case UnmatchedPath:
 		return "unmatched=" + r.Unmatched.String()
+	case SubjectPath:
+		return "subject=" + r.Subject
 	}
 	s := r.Path + "=" + r.Mode.String()
 	if r.Mode == Transform {
@@ -252,7 +271,19 @@ func (p Policy) String() string {
 }
 
 // option reports whether r is one of the policy options rather than a path rule.
-func (r Rule) option() bool { return r.Path == DefaultPath || r.Path == UnmatchedPath }
+func (r Rule) option() bool {
+	return r.Path == DefaultPath || r.Path == UnmatchedPath || r.Path == SubjectPath
+}
+
+// Subject returns the policy's subject option, if it has one.
+func (p Policy) Subject() (Rule, bool) {
+	for _, r := range p {
+		if r.Path == SubjectPath {
+			return r, true
+		}
+	}
+	return Rule{}, false
+}
 
 // Default returns the policy's default rule, if it has one.
 func (p Policy) Default() (Rule, bool) {
@@ -324,7 +355,7 @@ func (p Policy) Validate() error {
 // transform(ROLE/TRANSFORMATION). Paths may use the wildcards "*" (any member) and "**"
 // (any depth). Clauses are separated by semicolons: a list of rules,
 // default=transit|envelope, keep=PATH,PATH,... (rules of mode keep) or
-// unmatched=body|refuse|clear. Spaces and tabs around the parts are ignored. The empty
+// unmatched=body|refuse|clear, or subject=PATH|metadata:KEY (Rule.Subject). Spaces and tabs around the parts are ignored. The empty
 // string is the empty policy. docs/FIELDS.md gives the grammar (section 4).
 func ParsePolicy(s string) (Policy, error) {
 	if strings.Trim(s, blanks) == "" {
@@ -355,6 +386,13 @@ func ParsePolicy(s string) (Policy, error) {
 				return nil, fmt.Errorf("%w: clause %d: unmatched=%q: want body, refuse or clear", ErrPolicy, k+1, val)
 			}
 			p = append(p, Rule{Path: UnmatchedPath, Unmatched: u})
+		case "subject":
+			if !isModeText(val) {
+				p = append(p, Rule{Path: SubjectPath, Subject: val})
+				continue
+			}
+			// "subject=transit": a rule for a field named subject (an email's, say).
+			fallthrough
 		default:
 			for _, text := range splitTop(clause) {
 				n++
@@ -378,6 +416,15 @@ func ParsePolicy(s string) (Policy, error) {
 // reservedWord: the option names of the text form, which a rule list cannot use as a path.
 func reservedWord(path string) bool {
 	return path == "default" || path == "keep" || path == "unmatched"
+}
+
+// isModeText reports whether v reads as a mode with its options ("transit",
+// "fpe(bin,luhn)"): a clause subject=v is then a rule for a field named subject, not the
+// subject option.
+func isModeText(v string) bool {
+	name, _, _ := strings.Cut(splitTop(v)[0], "(")
+	_, ok := modeOf(strings.Trim(name, blanks))
+	return ok
 }
 
 // splitTop splits s at commas outside parentheses.
@@ -561,6 +608,7 @@ type state struct{ pat, pos int }
 // compiled is a validated policy ready to locate values.
 type compiled struct {
 	rules     Policy
+	subject   *subjectSource // nil without a subject option
 	pats      []pattern
 	def       int // index in rules of the default, -1 if none
 	unmatched Unmatched
@@ -592,6 +640,11 @@ func (m *stateSet) reset(n int) {
 }
 
 func compile(p Policy) (*compiled, error) {
+	if r, ok := p.Subject(); ok && !strings.HasPrefix(r.Subject, SubjectMetadataPrefix) && !slices.ContainsFunc(p, func(o Rule) bool { return o.Path == r.Subject }) {
+		// The subject ID is the subject's data too: protected under its key unless a
+		// rule says otherwise (docs/FIELDS.md section 9.1).
+		p = append(slices.Clip(p), Rule{Path: r.Subject, Mode: Envelope})
+	}
 	c := &compiled{rules: p, def: -1}
 	hasUnmatched, hasKeep := false, false
 	firstFPE := -1
@@ -619,6 +672,22 @@ func compile(p Policy) (*compiled, error) {
 			}
 			hasUnmatched, c.unmatched = true, r.Unmatched
 			continue
+		case SubjectPath:
+			switch {
+			case c.subject != nil:
+				return nil, fmt.Errorf("%w: subject given twice", ErrPolicy)
+			case r.Mode != 0 || r.card() || r.InVault || r.Role != "" || r.Transformation != "" || r.Unmatched != 0:
+				return nil, fmt.Errorf("%w: subject takes no mode", ErrPolicy)
+			}
+			src, err := parseSubject(r.Subject)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrPolicy, err)
+			}
+			c.subject = src
+			continue
+		}
+		if r.Subject != "" {
+			return nil, fmt.Errorf("%w: rule %q: only the subject option names a subject", ErrPolicy, r.Path)
 		}
 		if err := checkRule(r); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrPolicy, err)
@@ -652,6 +721,13 @@ func compile(p Policy) (*compiled, error) {
 		}
 		hasKeep = hasKeep || pt.keep
 		c.pats = append(c.pats, pt)
+	}
+	if c.subject != nil {
+		for _, r := range p {
+			if r.Mode == Deterministic || r.Mode == Transform || r.InVault {
+				return nil, fmt.Errorf("%w: rule %q: with a subject, every protected value is encrypted under the subject's own key so that forgetting the subject erases it, and mode %s uses a key shared by every subject: use transit, envelope or fpe without vault", ErrPolicy, r.Path, r.code())
+			}
+		}
 	}
 	if hasKeep && c.def < 0 {
 		return nil, fmt.Errorf("%w: keep rules need a default (default=envelope or default=transit): without one, a policy keeps everything it does not name", ErrPolicy)
@@ -814,4 +890,66 @@ func checkRule(r Rule) error {
 		return fmt.Errorf("path %q: transformation must be 1-%d characters from [A-Za-z0-9._-]", r.Path, wire.MaxKeyIDLen)
 	}
 	return nil
+}
+
+// subjectSource is where a message's subject ID is: a metadata entry, or the value at a
+// literal path of the body.
+type subjectSource struct {
+	metadata string   // metadata key; "" for a path
+	keys     []string // the path's keys
+}
+
+// parseSubject reads the value of a subject option: "metadata:KEY" or a path of keys
+// separated by "." (no wildcards, no arrays: one message has one subject).
+func parseSubject(s string) (*subjectSource, error) {
+	if key, ok := strings.CutPrefix(s, SubjectMetadataPrefix); ok {
+		if key == "" || wire.Reserved(key) || !utf8.ValidString(key) {
+			return nil, fmt.Errorf("subject=%.64q: want metadata:KEY, KEY a metadata key of the producer's", s)
+		}
+		return &subjectSource{metadata: key}, nil
+	}
+	keys := strings.Split(s, ".")
+	for _, k := range keys {
+		if k == "" || strings.Trim(k, keyChars) != "" {
+			return nil, fmt.Errorf("subject=%.64q: want a path of keys of [A-Za-z0-9_-] separated by \".\" (no wildcards or arrays), or metadata:KEY", s)
+		}
+	}
+	return &subjectSource{keys: keys}, nil
+}
+
+// keyChars are the characters of a key in a path.
+const keyChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+// subjectOf finds the subject ID of a message: the metadata entry's value, or the JSON
+// string (unescaped) or number (as written) at the path. A message without one, or with
+// an empty one, is refused: ErrSubject.
+func (src *subjectSource) subjectOf(in *Input) (string, error) {
+	if src.metadata != "" {
+		v := in.Metadata[src.metadata]
+		if v == "" {
+			return "", fmt.Errorf("%w: no metadata entry %.64q", ErrSubject, src.metadata)
+		}
+		return v, nil
+	}
+	raw := json.RawMessage(in.Body)
+	for _, k := range src.keys {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			return "", fmt.Errorf("%w: no value at %q", ErrSubject, strings.Join(src.keys, "."))
+		}
+		var ok bool
+		if raw, ok = obj[k]; !ok {
+			return "", fmt.Errorf("%w: no value at %q", ErrSubject, strings.Join(src.keys, "."))
+		}
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		var v string
+		if err := json.Unmarshal(raw, &v); err == nil && v != "" {
+			return v, nil
+		}
+	} else if len(raw) > 0 && (raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9') {
+		return string(raw), nil
+	}
+	return "", fmt.Errorf("%w: the value at %q is not a non-empty JSON string or a number", ErrSubject, strings.Join(src.keys, "."))
 }

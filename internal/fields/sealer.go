@@ -38,6 +38,21 @@ type SealerOptions struct {
 	// is asked again, so that a rotation is picked up without a restart; 0 means
 	// DefaultFPERefresh.
 	FPERefresh time.Duration
+	// Subjects gives each subject keys of its own, for policies with a subject option
+	// (keyring.Subjects does, over Vault). Without it such a policy is refused.
+	Subjects SubjectKeys
+}
+
+// SubjectKeys is what a Sealer needs for policies with a subject option: the name of each
+// subject's key, and the data keys wrapped under it. The key encrypts the subject's
+// transit fields and derives its FPE key as well, so that destroying it erases every
+// protected value of the subject.
+type SubjectKeys interface {
+	// KeyNames returns the key name of each subject, in order, in one call for the
+	// subjects it does not know yet.
+	KeyNames(ctx context.Context, subjects []string) ([]string, error)
+	// DataKeys returns the data keys of the subject key named key.
+	DataKeys(key string) (*keyring.DataKeys, error)
 }
 
 // Sealer protects the fields of outgoing messages. It is safe for concurrent use.
@@ -46,6 +61,7 @@ type Sealer struct {
 	dk   *keyring.DataKeys
 	keys Keys
 	fpe  *fpeKeys
+	subj SubjectKeys
 
 	// Test hooks: the source of message IDs, and the reservation of sequence numbers.
 	rand    io.Reader
@@ -59,7 +75,7 @@ func NewSealer(fk keyring.FieldKeyring, dk *keyring.DataKeys, keys Keys, opts Se
 	if opts.FPERefresh <= 0 {
 		opts.FPERefresh = DefaultFPERefresh
 	}
-	s := &Sealer{fk: fk, dk: dk, keys: keys, fpe: newFPEKeys(fk, opts.FPERefresh), rand: rand.Reader}
+	s := &Sealer{fk: fk, dk: dk, keys: keys, fpe: newFPEKeys(fk, opts.FPERefresh), subj: opts.Subjects, rand: rand.Reader}
 	s.reserve = s.takeRange
 	return s
 }
@@ -91,6 +107,9 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.subject != nil && s.subj == nil {
+		return nil, fmt.Errorf("%w: a policy with a subject needs keys per subject (SealerOptions.Subjects; keyring.Subjects over Vault)", ErrPolicy)
+	}
 	worst := manifest{rules: p, fpeVersion: 1 << 31}
 	for _, r := range p {
 		var key *string
@@ -121,6 +140,9 @@ func (s *Sealer) compile(p Policy) (*compiled, error) {
 			return nil, fmt.Errorf("%w: rule %q: mode %s needs a key service that implements keyring.FieldKeyring (keyring.Vault does); with this keyring only mode envelope protects fields", ErrPolicy, r.Path, r.Mode)
 		}
 		*field = *key
+		if c.subject != nil && r.Mode != Deterministic {
+			*field = strings.Repeat("s", len(keyring.SubjectKeyPrefix)+32)
+		}
 	}
 	if n := len(worst.formatUnsigned()) + len(tagField) + tagTextLen; n > MaxManifestLen {
 		return nil, fmt.Errorf("%w: policy %.60q...: manifest of up to %d bytes exceeds the %d-byte limit of a metadata entry", ErrManifest, p.String(), n, MaxManifestLen)
@@ -138,6 +160,8 @@ type sealPlan struct {
 	env     []int // indexes of envelope matches, in document order
 	key     *keyring.DataKey
 	seq0    uint64
+	subject string // the subject ID, under a policy with a subject
+	skey    string // the subject's key name
 }
 
 // itemRef points a Transit or Transform item back at its message and match.
@@ -269,7 +293,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	var compiledFor Policy
 	var c *compiled
 	var compileErr error
-	needFPE := false
+	ffVersion := map[string]int{}
 	for i := range msgs {
 		in := &msgs[i]
 		// Messages of a batch usually share one policy: compile it once.
@@ -290,27 +314,53 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 			}
 			continue
 		}
-		p.m.setKeys(s.keys)
-		plans[i] = p
-		needFPE = needFPE || p.m.fpe != "" && !p.vaultFPE()
-	}
-
-	var ff *fpe.FF1
-	if needFPE {
-		var version int
-		var err error
-		if ff, version, err = s.fpe.current(ctx, s.keys.FPE); err != nil {
-			return nil, err
-		}
-		for _, p := range plans {
-			if p != nil && p.m.fpe != "" {
-				p.m.fpeVersion = version
+		if c.subject != nil {
+			if p.subject, err = c.subject.subjectOf(in); err != nil {
+				if err := bad(i, err); err != nil {
+					return nil, err
+				}
+				continue
 			}
 		}
+		plans[i] = p
+	}
+	if err := s.nameSubjects(ctx, plans); err != nil {
+		return nil, err
+	}
+	for _, p := range plans {
+		if p == nil {
+			continue
+		}
+		keys := s.keys
+		if p.skey != "" {
+			keys.Transit, keys.FPE = p.skey, p.skey
+		}
+		p.m.setKeys(keys)
 	}
 
-	var transit, det []keyring.TransitItem
-	var transitRefs, detRefs []itemRef
+	// The FF1 cipher of each FPE key: one, or one per subject.
+	ffs := map[string]*fpe.FF1{}
+	for _, p := range plans {
+		if p == nil || p.m.fpe == "" || p.vaultFPE() {
+			continue
+		}
+		ff := ffs[p.m.fpe]
+		if ff == nil {
+			var version int
+			var err error
+			if ff, version, err = s.fpe.current(ctx, p.m.fpe); err != nil {
+				return nil, err
+			}
+			ffs[p.m.fpe] = ff
+			ffVersion[p.m.fpe] = version
+		}
+		p.m.fpeVersion = ffVersion[p.m.fpe]
+	}
+
+	transit := map[string]*transitGroup{} // by key: one key, or one per subject
+	var transitKeys []string
+	var det []keyring.TransitItem
+	var detRefs []itemRef
 	var transforms transformBatches
 	var vaultFPE []keyring.FPEItem
 	var vaultFPERefs []itemRef
@@ -359,7 +409,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 						myFPERefs = append(myFPERefs, itemRef{i, k})
 						continue
 					}
-					out, err := encryptFPE(ff, r, raw)
+					out, err := encryptFPE(ffs[p.m.fpe], r, raw)
 					if err != nil {
 						return err
 					}
@@ -375,7 +425,21 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 					sizes = append(sizes, len(raw))
 				}
 			}
-			key, seq0, err := s.reserve(ctx, sizes)
+			reserve := s.reserve
+			if p.skey != "" {
+				dk, err := s.subj.DataKeys(p.skey)
+				if err != nil {
+					return fmt.Errorf("data keys of subject key %s: %w", p.skey, err)
+				}
+				reserve = func(ctx context.Context, sizes []int) (*keyring.DataKey, uint64, error) {
+					total := 0
+					for _, n := range sizes {
+						total += n
+					}
+					return dk.TakeN(ctx, len(sizes), total)
+				}
+			}
+			key, seq0, err := reserve(ctx, sizes)
 			if err != nil {
 				return fmt.Errorf("data key: %w", err)
 			}
@@ -393,7 +457,15 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 			plans[i] = nil
 			continue
 		}
-		transit, transitRefs = append(transit, myTransit...), append(transitRefs, myTransitRefs...)
+		if len(myTransit) > 0 {
+			g := transit[p.m.transit]
+			if g == nil {
+				g = &transitGroup{}
+				transit[p.m.transit] = g
+				transitKeys = append(transitKeys, p.m.transit)
+			}
+			g.items, g.refs = append(g.items, myTransit...), append(g.refs, myTransitRefs...)
+		}
 		det, detRefs = append(det, myDet...), append(detRefs, myDetRefs...)
 		for _, tv := range myTransforms {
 			transforms.add(tv.r, tv.value, tv.ref)
@@ -402,8 +474,9 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 	}
 
 	var calls []func() error
-	if len(transit) > 0 {
-		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Transit, transit, transitRefs, plans, failed) })
+	for _, key := range transitKeys {
+		g := transit[key]
+		calls = append(calls, func() error { return s.encrypt(ctx, key, g.items, g.refs, plans, failed) })
 	}
 	if len(det) > 0 {
 		calls = append(calls, func() error { return s.encrypt(ctx, s.keys.Deterministic, det, detRefs, plans, failed) })
@@ -438,6 +511,42 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 		}
 	}
 	return out, nil
+}
+
+// transitGroup is the transit items of one key.
+type transitGroup struct {
+	items []keyring.TransitItem
+	refs  []itemRef
+}
+
+// nameSubjects sets the subject key name of every plan with a subject, in one call for
+// the batch.
+func (s *Sealer) nameSubjects(ctx context.Context, plans []*sealPlan) error {
+	var subjects []string
+	var of []*sealPlan
+	for _, p := range plans {
+		if p != nil && p.c.subject != nil {
+			subjects = append(subjects, p.subject)
+			of = append(of, p)
+		}
+	}
+	if len(subjects) == 0 {
+		return nil
+	}
+	keys, err := s.subj.KeyNames(ctx, subjects)
+	if err != nil {
+		return fmt.Errorf("fields: subject keys: %w", err)
+	}
+	if len(keys) != len(subjects) {
+		return fmt.Errorf("fields: subject keys: %d names for %d subjects", len(keys), len(subjects))
+	}
+	for i, p := range of {
+		if !wire.ValidKeyID(keys[i]) {
+			return fault.Mark(fmt.Errorf("fields: subject key name %.40q is not a valid key ID", keys[i]), fault.Environment)
+		}
+		p.skey = keys[i]
+	}
+	return nil
 }
 
 func samePolicy(a, b Policy) bool {

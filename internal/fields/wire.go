@@ -131,7 +131,7 @@ func (m *manifest) formatUnsigned() string {
 		case DefaultPath:
 			def = r.code()
 			continue
-		case UnmatchedPath: // the sender's business only
+		case UnmatchedPath, SubjectPath: // the sender's business only
 			continue
 		}
 		if n > 0 {

@@ -88,6 +88,19 @@ resource "vault_transit_secret_backend_key" "fpe" {
   auto_rotate_period = var.auto_rotate_period
 }
 
+# Names the key of each subject of a policy with a subject option (subject=customer_id):
+# pubcrypt-subject- and the first 16 bytes, in hex, of this key's HMAC-SHA-256 of the
+# subject ID, always under version 1 (so it is not in the operator's rotation list). The
+# subject keys themselves are created by producers on first use and destroyed, version by
+# version, by `pubcrypt forget` (pubcrypt-forget policy below). Terraform does not manage
+# them: there is one per subject.
+resource "vault_transit_secret_backend_key" "subjects" {
+  backend          = local.mount
+  name             = var.subject_naming_key_name
+  type             = "aes256-gcm96"
+  deletion_allowed = var.key_deletion_allowed
+}
+
 # "fpe(vault)" fields: pubcrypt's Vault plugin runs FF1 inside Vault. The binary must be in
 # the server's plugin_directory under the name pubcrypt-fpe; its key is generated in the
 # plugin's storage (seal-wrapped where the server supports it) and no path returns it.
@@ -156,6 +169,31 @@ resource "vault_policy" "producer" {
     path "${local.fpe_mount}/encode/${local.fpe_key}" {
       capabilities = ["update"]
     }
+
+    # Policies with a subject (crypto-shredding): name a subject's key, create it on
+    # first use, and protect under it (data keys, transit fields, FPE keys). Transit's
+    # keys/NAME takes "update" even to create, and the glob also covers NAME/config,
+    # NAME/trim and NAME/rotate; the only parameter allowed is the key type, so the
+    # producer can create a key (or rotate one, which destroys nothing) but neither
+    # raise its minimum versions nor trim it: it cannot forget anyone.
+    path "${local.mount}/hmac/${vault_transit_secret_backend_key.subjects.name}/sha2-256" {
+      capabilities = ["update"]
+    }
+    path "${local.mount}/keys/pubcrypt-subject-*" {
+      capabilities = ["update"]
+      allowed_parameters = {
+        "type" = ["aes256-gcm96"]
+      }
+    }
+    path "${local.mount}/datakey/plaintext/pubcrypt-subject-*" {
+      capabilities = ["update"]
+    }
+    path "${local.mount}/encrypt/pubcrypt-subject-*" {
+      capabilities = ["update"]
+    }
+    path "${local.mount}/hmac/pubcrypt-subject-*" {
+      capabilities = ["update"]
+    }
   EOT
 }
 
@@ -188,6 +226,40 @@ resource "vault_policy" "consumer" {
     # names. No encode.
     path "${local.fpe_mount}/decode/${local.fpe_key}" {
       capabilities = ["update"]
+    }
+
+    # Messages of policies with a subject: unwrap and decrypt under the subject's key,
+    # derive its FPE key and read its versions. A forgotten subject's versions are gone:
+    # its messages fail with ErrShredded.
+    path "${local.mount}/decrypt/pubcrypt-subject-*" {
+      capabilities = ["update"]
+    }
+    path "${local.mount}/hmac/pubcrypt-subject-*" {
+      capabilities = ["update"]
+    }
+    path "${local.mount}/keys/pubcrypt-subject-*" {
+      capabilities = ["read"]
+    }
+  EOT
+}
+
+# Crypto-shredding (`pubcrypt forget --subject ID`), for the people who handle erasure
+# requests, not applications: name the subject's key, then rotate it, raise its minimum
+# versions and trim every older version out of Vault. It encrypts and decrypts nothing.
+# Deleting or exporting a key stays denied: Forget keeps the name as a tombstone.
+resource "vault_policy" "forget" {
+  name   = "pubcrypt-forget"
+  policy = <<-EOT
+    path "${local.mount}/hmac/${vault_transit_secret_backend_key.subjects.name}/sha2-256" {
+      capabilities = ["update"]
+    }
+    path "${local.mount}/keys/pubcrypt-subject-*" {
+      capabilities = ["read", "update"]
+      denied_parameters = {
+        "deletion_allowed"       = []
+        "exportable"             = []
+        "allow_plaintext_backup" = []
+      }
     }
   EOT
 }

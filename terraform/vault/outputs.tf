@@ -4,17 +4,18 @@ output "transit_mount" {
 }
 
 output "key_names" {
-  description = "Transit keys: data (envelope and transit fields), deterministic, fpe."
+  description = "Transit keys: data (envelope and transit fields), deterministic, fpe, and the naming key of subject keys."
   value = {
     data          = vault_transit_secret_backend_key.data.name
     deterministic = vault_transit_secret_backend_key.deterministic.name
     fpe           = vault_transit_secret_backend_key.fpe.name
+    subjects      = vault_transit_secret_backend_key.subjects.name
   }
 }
 
 output "policies" {
   description = "Policies created."
-  value       = [vault_policy.producer.name, vault_policy.consumer.name, vault_policy.operator.name]
+  value       = [vault_policy.producer.name, vault_policy.consumer.name, vault_policy.operator.name, vault_policy.forget.name]
 }
 
 # A RoleID names a role, like a user name; the SecretID is the credential. Terraform does

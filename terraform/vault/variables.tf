@@ -22,6 +22,12 @@ variable "fpe_key_name" {
   default     = "pubcrypt-fpe"
 }
 
+variable "subject_naming_key_name" {
+  description = "Transit key whose HMAC (version 1, always) names the per-subject keys of policies with a subject option (crypto-shredding). Never rotate it: subject keys would get new names."
+  type        = string
+  default     = "pubcrypt-subjects"
+}
+
 variable "fpe_plugin_sha256" {
   description = "SHA-256 of pubcrypt's Vault FPE plugin binary (vaultplugin/fpe, built by scripts/install-fpe-plugin.sh and copied into the server's plugin_directory as pubcrypt-fpe). Empty: this configuration neither registers nor mounts it; the policies still name its paths."
   type        = string
