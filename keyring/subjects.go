@@ -254,8 +254,15 @@ func (s *Subjects) DataKeys(key string) (*DataKeys, error) {
 		}
 		return se.dk, nil
 	}
-	// Named long ago and evicted since: a DataKeys of its own, not cached.
-	return NewDataKeys(&subjectKeyring{s: s, key: key}, s.opts.Reuse)
+	// Named long ago and evicted since, or named by a message (re-encryption): kept
+	// under its key alone.
+	dk, err := NewDataKeys(&subjectKeyring{s: s, key: key}, s.opts.Reuse)
+	if err != nil {
+		return nil, err
+	}
+	s.put("\x00"+key, key)
+	s.keys[key].Value.(*subjectEntry).dk = dk
+	return dk, nil
 }
 
 // subjectKeyring generates data keys under one subject key, creating the key if Vault
@@ -315,6 +322,23 @@ func (s *Subjects) createAll(ctx context.Context, keys []string) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// Lookup names subject's key and says whether it exists, creating and destroying
+// nothing (a dry run of Forget).
+func (s *Subjects) Lookup(ctx context.Context, subject string) (key string, exists bool, err error) {
+	if subject == "" {
+		return "", false, &Error{Op: "look up subject key", KeyID: s.opts.NamingKey, Kind: ErrInvalidInput, Err: errors.New("empty subject")}
+	}
+	names, err := s.name(ctx, []string{subject})
+	if err != nil {
+		return "", false, err
+	}
+	_, err = s.v.KeyInfo(ctx, names[0])
+	if errors.Is(err, ErrKeyNotFound) {
+		return names[0], false, nil
+	}
+	return names[0], err == nil, err
 }
 
 // Forgotten is what Forget did.

@@ -32,6 +32,8 @@ import (
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/fields"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
 // ErrSensitive is the fault of a message whose metadata travelled inside its ciphertext
@@ -61,7 +63,13 @@ func Message(m *pubsub.Message, info cryptsub.Info, sensitive []string) (*pubsub
 		if md == nil {
 			md = map[string]string{}
 		}
-		md[crypttopic.ProtectKey] = p.String()
+		text := p.String()
+		if keyring.IsSubjectKey(info.KeyID) {
+			// A subject's message stays under its subject's key (its one live version:
+			// only Forget rotates it), so that forgetting the subject erases the copy too.
+			text = "subject=" + fields.SubjectKeyOption + info.KeyID + ";" + text
+		}
+		md[crypttopic.ProtectKey] = text
 	} else if _, ok := md[crypttopic.ProtectKey]; ok {
 		// A decrypted whole-body message cannot hold our reserved key; refuse rather than
 		// let it choose how it is protected.

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,10 +213,13 @@ type received struct {
 	err  error
 }
 
+// readers numbers the consumer groups of readAll, so that each call reads from the start.
+var readers atomic.Int64
+
 // readAll reads n messages of topic with a keyring of its own (nothing cached).
 func readAll(t *testing.T, ctx context.Context, topic string, n int) []received {
 	t.Helper()
-	sub, err := cryptsub.Open(ctx, "kafka://check-"+topic+"?topic="+topic+"&offset=oldest", cryptsub.Options{Keyring: newVault(t)})
+	sub, err := cryptsub.Open(ctx, fmt.Sprintf("kafka://check-%s-%d?topic=%s&offset=oldest", topic, readers.Add(1), topic), cryptsub.Options{Keyring: newVault(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,6 +233,7 @@ func readAll(t *testing.T, ctx context.Context, topic string, n int) []received 
 		switch {
 		case errors.As(err, &de):
 			de.Message.Ack()
+			m = de.Message // raw, its clear metadata readable
 		case err != nil:
 			t.Fatalf("%s: receive after %d: %v", topic, len(out), err)
 		default:
@@ -257,5 +262,125 @@ func TestSensitiveNeverInClear(t *testing.T) {
 	out.Metadata["x"] = "y"
 	if _, ok := m.Metadata["x"]; ok {
 		t.Error("Message shares the metadata map with the received message")
+	}
+}
+
+// TestSubjectsStayForgettable: a retained topic holds messages of two customers under a
+// policy with a subject (each customer's values under its own key) beside messages of the
+// shared keys. After the shared keys are rotated, Copy re-protects the topic: every copy
+// of a customer's message is again under that customer's key, so forgetting the customer
+// afterwards makes its copies fail with ErrShredded too, while the other customer's and
+// the shared-key messages decrypt byte for byte. Real Vault, real Kafka protocol (kfake).
+func TestSubjectsStayForgettable(t *testing.T) {
+	const n = 30
+	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{"subj", "subj_v2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kafka.Close()
+	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	kr := newVault(t)
+	fk := crypttopic.FieldKeys{Deterministic: detKey, FPE: fpeKey}
+	const subjectPolicy = "subject=customer_id; name=transit,card_number=fpe(bin,luhn)"
+	old, err := crypttopic.Open(ctx, "kafka://subj", crypttopic.Options{Keyring: kr, FieldKeys: fk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	customer := func(i int) string { return fmt.Sprintf("%s-%d", t.Name(), i%2) }
+	want := map[string][]byte{}
+	ofCustomer := map[string]int{}
+	gen := purchase.NewGenerator(29)
+	for i := range n {
+		p := gen.Next()
+		var doc map[string]any
+		raw, _ := json.Marshal(p)
+		_ = json.Unmarshal(raw, &doc)
+		md := map[string]string{"order": p.ID}
+		if i%3 != 2 {
+			doc["customer_id"] = customer(i)
+			md[crypttopic.ProtectKey] = subjectPolicy
+			ofCustomer[p.ID] = i % 2
+		} else {
+			md[crypttopic.ProtectKey] = fieldPolicy
+			ofCustomer[p.ID] = -1
+		}
+		body, _ := json.Marshal(doc)
+		if err := old.Send(ctx, &pubsub.Message{Body: body, Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+		want[p.ID] = body
+	}
+	if err := old.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{dataKey, detKey, fpeKey} {
+		if err := vaultServer.RotateKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := cryptsub.Open(ctx, "kafka://reencrypt-subj?topic=subj&offset=oldest", cryptsub.Options{Keyring: kr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Shutdown(ctx)
+	dst, err := crypttopic.Open(ctx, "kafka://subj_v2", crypttopic.Options{Keyring: kr, FieldKeys: fk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := reencrypt.Copy(ctx, src, dst, reencrypt.Options{Idle: 3 * time.Second})
+	if err != nil || st.Copied != n {
+		t.Fatalf("Copy = %+v, %v; want %d copied", st, err, n)
+	}
+	if err := dst.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	subjects, err := keyring.NewSubjects(kr, keyring.SubjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := subjects.KeyNames(ctx, []string{customer(0), customer(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest, err := kr.KeyInfo(ctx, dataKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range readAll(t, ctx, "subj_v2", n) {
+		if r.err != nil {
+			t.Fatalf("copy before Forget: %v", r.err)
+		}
+		id := r.m.Metadata["order"]
+		if !bytes.Equal(r.m.Body, want[id]) {
+			t.Fatalf("copy of %s decrypted to other bytes", id)
+		}
+		if c := ofCustomer[id]; c >= 0 && r.info.KeyID != names[c] {
+			t.Fatalf("copy of customer %d's %s is under key %q, want its subject key %q", c, id, r.info.KeyID, names[c])
+		} else if c < 0 && r.info.KeyVersion != latest.LatestVersion {
+			t.Fatalf("copy of shared-key message %s under version %d, want the latest, %d", id, r.info.KeyVersion, latest.LatestVersion)
+		}
+	}
+	if _, err := subjects.Forget(ctx, customer(0)); err != nil {
+		t.Fatal(err)
+	}
+	shredded := 0
+	for _, r := range readAll(t, ctx, "subj_v2", n) {
+		id := r.m.Metadata["order"]
+		switch {
+		case errors.Is(r.err, keyring.ErrShredded) && ofCustomer[id] == 0:
+			shredded++
+		case r.err != nil:
+			t.Fatalf("copy of %s (customer %d) after Forget: %v", id, ofCustomer[id], r.err)
+		case ofCustomer[id] == 0:
+			t.Fatalf("copy of the forgotten customer's %s decrypted", id)
+		case !bytes.Equal(r.m.Body, want[id]):
+			t.Fatalf("copy of %s decrypted to other bytes", id)
+		}
+	}
+	if shredded != n/3 {
+		t.Fatalf("%d copies shredded, want %d", shredded, n/3)
 	}
 }

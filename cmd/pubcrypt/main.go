@@ -50,6 +50,7 @@ var commands = []command{
 	{"send-files", "encrypt the files of a directory with one-use data keys and stream them to a topic", runSendFiles},
 	{"receive-files", "receive, verify and write files sent by send-files; nothing partial ever appears", runReceiveFiles},
 	{"rotate", "rotate a Vault transit key; producers pick the new version up without a restart", runRotate},
+	{"forget", "crypto-shred subjects: destroy the keys of their messages, so those fail with ErrShredded", runForget},
 	{"reencrypt", "re-protect a retained encrypted topic under the latest key versions, onto another topic", runReencrypt},
 	{"peek", "print what an admin sees on a topic: raw bodies and metadata, no decryption", runPeek},
 	{"topics", "create Kafka topics: pubcrypt topics create NAME[:PARTITIONS]...", runTopics},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pubcrypt/pubcrypt/internal/fpe"
 	"github.com/pubcrypt/pubcrypt/internal/wire"
+	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
 // Mode is how one field is protected.
@@ -63,6 +64,11 @@ const (
 // SubjectMetadataPrefix starts a subject that names a metadata entry rather than a JSON
 // path: "metadata:customer".
 const SubjectMetadataPrefix = "metadata:"
+
+// SubjectKeyOption starts a subject that names the subject's key itself
+// ("key:pubcrypt-subject-..."), for sending again a message that was decrypted, whose
+// subject ID is known only by its key (package reencrypt).
+const SubjectKeyOption = "key:"
 
 // Unmatched is what a policy does with a body it cannot address: a JSON document whose
 // top-level value is an array, a string, a number, true, false or null (docs/FIELDS.md
@@ -640,7 +646,7 @@ func (m *stateSet) reset(n int) {
 }
 
 func compile(p Policy) (*compiled, error) {
-	if r, ok := p.Subject(); ok && !strings.HasPrefix(r.Subject, SubjectMetadataPrefix) && !slices.ContainsFunc(p, func(o Rule) bool { return o.Path == r.Subject }) {
+	if r, ok := p.Subject(); ok && !strings.HasPrefix(r.Subject, SubjectMetadataPrefix) && !strings.HasPrefix(r.Subject, SubjectKeyOption) && !slices.ContainsFunc(p, func(o Rule) bool { return o.Path == r.Subject }) {
 		// The subject ID is the subject's data too: protected under its key unless a
 		// rule says otherwise (docs/FIELDS.md section 9.1).
 		p = append(slices.Clip(p), Rule{Path: r.Subject, Mode: Envelope})
@@ -897,11 +903,18 @@ func checkRule(r Rule) error {
 type subjectSource struct {
 	metadata string   // metadata key; "" for a path
 	keys     []string // the path's keys
+	key      string   // SubjectKeyPrefix: the subject's key, named directly
 }
 
 // parseSubject reads the value of a subject option: "metadata:KEY" or a path of keys
 // separated by "." (no wildcards, no arrays: one message has one subject).
 func parseSubject(s string) (*subjectSource, error) {
+	if key, ok := strings.CutPrefix(s, SubjectKeyOption); ok {
+		if !keyring.IsSubjectKey(key) {
+			return nil, fmt.Errorf("subject=%.80q: want key:%s and 32 hex digits", s, keyring.SubjectKeyPrefix)
+		}
+		return &subjectSource{key: key}, nil
+	}
 	if key, ok := strings.CutPrefix(s, SubjectMetadataPrefix); ok {
 		if key == "" || wire.Reserved(key) || !utf8.ValidString(key) {
 			return nil, fmt.Errorf("subject=%.64q: want metadata:KEY, KEY a metadata key of the producer's", s)

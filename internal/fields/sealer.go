@@ -314,7 +314,9 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 			}
 			continue
 		}
-		if c.subject != nil {
+		if c.subject != nil && c.subject.key != "" {
+			p.skey = c.subject.key
+		} else if c.subject != nil {
 			if p.subject, err = c.subject.subjectOf(in); err != nil {
 				if err := bad(i, err); err != nil {
 					return nil, err
@@ -525,7 +527,7 @@ func (s *Sealer) nameSubjects(ctx context.Context, plans []*sealPlan) error {
 	var subjects []string
 	var of []*sealPlan
 	for _, p := range plans {
-		if p != nil && p.c.subject != nil {
+		if p != nil && p.c.subject != nil && p.skey == "" {
 			subjects = append(subjects, p.subject)
 			of = append(of, p)
 		}
