@@ -23,7 +23,7 @@ import (
 // messages are encrypted under that key alone. Forgetting the subject destroys every
 // version of that key that ever encrypted anything, so every message of the subject, on
 // the broker, in backups and in data lakes, can no longer be read, while other subjects'
-// messages decrypt as before. docs/FIELDS.md section 9 specifies it.
+// messages decrypt as before. docs/FIELDS.md section 12 specifies it.
 const (
 	// SubjectKeyPrefix starts the name of every subject key: "pubcrypt-subject-" and 32
 	// lowercase hex digits, the first 16 bytes of HMAC-SHA-256 of the subject ID under

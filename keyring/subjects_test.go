@@ -2,7 +2,13 @@ package keyring
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -168,5 +174,81 @@ func TestSubjectsForget(t *testing.T) {
 	// Forgetting a subject that never had a key destroys nothing.
 	if f, err := s.Forget(ctx, "never-seen-"+t.Name()); err != nil || f.Destroyed != 0 {
 		t.Errorf("Forget of an unknown subject = %+v, %v", f, err)
+	}
+}
+
+// TestSubjectKeyVectors: the names of testdata/fields/subjectkey.json are the prefix and
+// the hex of the first 16 bytes of HMAC-SHA-256 of the subject under the naming key
+// (docs/FIELDS.md section 12.2).
+func TestSubjectKeyVectors(t *testing.T) {
+	b, err := os.ReadFile("../testdata/fields/subjectkey.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Prefix  string `json:"prefix"`
+		Vectors []struct {
+			Name, Subject, Answer string
+			HMACKey               string `json:"hmac_key"`
+			InputBase64           string `json:"input_base64"`
+			KeyName               string `json:"key_name"`
+		} `json:"vectors"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Prefix != SubjectKeyPrefix || len(f.Vectors) == 0 {
+		t.Fatalf("prefix %q, %d vectors", f.Prefix, len(f.Vectors))
+	}
+	for _, v := range f.Vectors {
+		key, _ := base64.StdEncoding.DecodeString(v.HMACKey)
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(v.Subject))
+		sum := m.Sum(nil)
+		if v.InputBase64 != base64.StdEncoding.EncodeToString([]byte(v.Subject)) || v.Answer != "vault:v1:"+base64.StdEncoding.EncodeToString(sum) ||
+			v.KeyName != SubjectKeyPrefix+hex.EncodeToString(sum[:16]) || !IsSubjectKey(v.KeyName) {
+			t.Errorf("%s: vector does not follow the construction", v.Name)
+		}
+	}
+}
+
+// TestSubjectKeyIsVaultHMAC names subjects through the real Vault with an exportable
+// naming key and checks each name against the construction over the exported HMAC key
+// of version 1, also after the naming key was rotated (names always use version 1).
+func TestSubjectKeyIsVaultHMAC(t *testing.T) {
+	ctx := context.Background()
+	naming := newKeyWith(t, map[string]any{"type": "aes256-gcm96", "exportable": true})
+	c, err := dev.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := c.Logical().Read("transit/export/hmac-key/" + naming + "/1")
+	if err != nil || sec == nil {
+		t.Fatalf("export hmac key: %v", err)
+	}
+	keys, _ := sec.Data["keys"].(map[string]any)
+	hk, _ := keys["1"].(string)
+	raw, err := base64.StdEncoding.DecodeString(hk)
+	if err != nil || len(raw) == 0 {
+		t.Fatalf("exported hmac key: %q", hk)
+	}
+	if err := dev.RotateKey(ctx, naming); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSubjects(newVault(t, newKey(t), nil), SubjectOptions{NamingKey: naming})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subjects := []string{"cust-0042", "Zoë Ivanova <zoe@example.com>", "1234567890"}
+	got, err := s.KeyNames(ctx, subjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, subj := range subjects {
+		m := hmac.New(sha256.New, raw)
+		m.Write([]byte(subj))
+		if want := SubjectKeyPrefix + hex.EncodeToString(m.Sum(nil)[:16]); got[i] != want {
+			t.Errorf("subject %d: Vault named it %s, the construction says %s", i, got[i], want)
+		}
 	}
 }

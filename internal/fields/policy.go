@@ -57,7 +57,7 @@ const (
 	// ("subject=customer_id", "subject=metadata:customer"): Rule{Path: SubjectPath,
 	// Subject: "customer_id"}. With it, every protected value of a message is encrypted
 	// under a key of that subject alone, which Subjects.Forget can destroy
-	// (docs/FIELDS.md section 9).
+	// (docs/FIELDS.md section 12).
 	SubjectPath = "@subject"
 )
 
@@ -648,7 +648,7 @@ func (m *stateSet) reset(n int) {
 func compile(p Policy) (*compiled, error) {
 	if r, ok := p.Subject(); ok && !strings.HasPrefix(r.Subject, SubjectMetadataPrefix) && !strings.HasPrefix(r.Subject, SubjectKeyOption) && !slices.ContainsFunc(p, func(o Rule) bool { return o.Path == r.Subject }) {
 		// The subject ID is the subject's data too: protected under its key unless a
-		// rule says otherwise (docs/FIELDS.md section 9.1).
+		// rule says otherwise (docs/FIELDS.md section 12.1).
 		p = append(slices.Clip(p), Rule{Path: r.Subject, Mode: Envelope})
 	}
 	c := &compiled{rules: p, def: -1}

@@ -201,7 +201,7 @@ type positiveInput struct {
 
 var positiveInputs = []positiveInput{
 	{
-		name:   "worked example (docs/FIELDS.md section 13)",
+		name:   "worked example (docs/FIELDS.md section 14)",
 		policy: "name=envelope,card=fpe(bin,luhn)",
 		body:   `{"id":7,"name":"Ann","card":"4111 1111 1111 1111"}`,
 		md:     map[string]string{"content-type": "application/json"},
