@@ -290,7 +290,8 @@ func (k *subjectKeyring) UnwrapDataKey(ctx context.Context, keyID, wrapped strin
 // create makes the subject key (aes256-gcm96); for a key that exists it changes
 // nothing. A token refused the write may still use a key someone else created.
 func (s *Subjects) create(ctx context.Context, key string) error {
-	_, err := s.v.write(ctx, "keys/"+key, map[string]any{"type": "aes256-gcm96"})
+	// Not write: Vault answers a creation with the key or with no content, as versions go.
+	_, err := s.v.do(ctx, http.MethodPost, "keys/"+key, []byte(`{"type":"aes256-gcm96"}`), &struct{}{})
 	if err == nil {
 		slog.Debug("keyring: subject key created", "key", key)
 		return nil
