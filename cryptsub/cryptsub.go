@@ -76,7 +76,7 @@ func (e *DecryptError) FaultClass() fault.Class { return e.Class() }
 func (e *DecryptError) Error() string {
 	id := ""
 	if e.Message != nil {
-		id = e.Message.LoggableID
+		id = broker.Position(e.Message)
 	}
 	if id == "" {
 		id = "(no id)"
@@ -175,7 +175,7 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 	}
 	info, err := s.codec.Open(ctx, m)
 	if err != nil {
-		s.log.WarnContext(ctx, "message not decrypted", "id", m.LoggableID, "err", err)
+		s.log.WarnContext(ctx, "message not decrypted", "id", broker.Position(m), "err", err)
 		return nil, info, &DecryptError{Message: m, Err: err}
 	}
 	return m, info, nil
@@ -233,7 +233,7 @@ func (s *Subscription) DecryptBatch(ctx context.Context, msgs []*pubsub.Message)
 	infos, errs := s.codec.OpenBatch(ctx, msgs)
 	for i, err := range errs {
 		if err != nil {
-			s.log.WarnContext(ctx, "message not decrypted", "id", msgs[i].LoggableID, "err", err)
+			s.log.WarnContext(ctx, "message not decrypted", "id", broker.Position(msgs[i]), "err", err)
 			errs[i] = &DecryptError{Message: msgs[i], Err: err}
 		}
 	}

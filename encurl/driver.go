@@ -18,6 +18,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -279,7 +280,7 @@ func (s *subscription) environmentFault(de *cryptsub.DecryptError, what string) 
 	if s.outage.CompareAndSwap(false, true) {
 		level = slog.LevelWarn
 	}
-	s.log.Log(s.ctx, level, "encurl: environment fault, "+what, "id", de.Message.LoggableID, "class", de.Class().String(), "reason", reasonOf(de))
+	s.log.Log(s.ctx, level, "encurl: environment fault, "+what, "id", broker.Position(de.Message), "class", de.Class().String(), "reason", reasonOf(de))
 }
 
 // recovered notes that a message decrypted again after an environment fault.
@@ -321,7 +322,7 @@ func (s *subscription) undecryptable(de *cryptsub.DecryptError) {
 	m := de.Message
 	reason := reasonOf(de)
 	if s.dlq == nil {
-		s.log.WarnContext(s.ctx, "encurl: undecryptable message acked and dropped (no dlq)", "id", m.LoggableID, "class", de.Class().String(), "reason", reason)
+		s.log.WarnContext(s.ctx, "encurl: undecryptable message acked and dropped (no dlq)", "id", broker.Position(m), "class", de.Class().String(), "reason", reason)
 		s.dropped.Add(1)
 		m.Ack()
 		return
@@ -340,9 +341,9 @@ func (s *subscription) undecryptable(de *cryptsub.DecryptError) {
 		if err == nil {
 			break
 		}
-		s.log.ErrorContext(s.ctx, "encurl: dead-letter send failed, retrying", "id", m.LoggableID, "err", err)
+		s.log.ErrorContext(s.ctx, "encurl: dead-letter send failed, retrying", "id", broker.Position(m), "err", err)
 	}
-	s.log.WarnContext(s.ctx, "encurl: undecryptable message dead-lettered", "id", m.LoggableID, "class", de.Class().String(), "reason", reason)
+	s.log.WarnContext(s.ctx, "encurl: undecryptable message dead-lettered", "id", broker.Position(m), "class", de.Class().String(), "reason", reason)
 	s.deadLettered.Add(1)
 	m.Ack()
 }

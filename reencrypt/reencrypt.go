@@ -32,6 +32,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/crypttopic"
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
@@ -51,14 +52,14 @@ var ErrSensitive = fault.New(fault.Message, "sensitive metadata the destination 
 func Message(m *pubsub.Message, info cryptsub.Info, sensitive []string) (*pubsub.Message, error) {
 	for _, k := range info.Sensitive {
 		if !slices.Contains(sensitive, k) {
-			return nil, fmt.Errorf("message %s: metadata %q: %w", m.LoggableID, k, ErrSensitive)
+			return nil, fmt.Errorf("message %s: metadata %q: %w", broker.Position(m), k, ErrSensitive)
 		}
 	}
 	md := maps.Clone(m.Metadata)
 	if info.Fields {
 		p, err := info.FieldPolicy()
 		if err != nil {
-			return nil, fmt.Errorf("message %s: field policy of its manifest: %w", m.LoggableID, err)
+			return nil, fmt.Errorf("message %s: field policy of its manifest: %w", broker.Position(m), err)
 		}
 		if md == nil {
 			md = map[string]string{}
@@ -73,7 +74,7 @@ func Message(m *pubsub.Message, info cryptsub.Info, sensitive []string) (*pubsub
 	} else if _, ok := md[crypttopic.ProtectKey]; ok {
 		// A decrypted whole-body message cannot hold our reserved key; refuse rather than
 		// let it choose how it is protected.
-		return nil, fault.Mark(fmt.Errorf("message %s: decrypted metadata holds %s", m.LoggableID, crypttopic.ProtectKey), fault.Message)
+		return nil, fault.Mark(fmt.Errorf("message %s: decrypted metadata holds %s", broker.Position(m), crypttopic.ProtectKey), fault.Message)
 	}
 	return &pubsub.Message{Body: m.Body, Metadata: md}, nil
 }

@@ -504,7 +504,7 @@ func openDeadLetter(ctx context.Context, rawURL string, kr keyring.Keyring, bopt
 func (d *deadLetter) send(ctx context.Context, m *pubsub.Message, reason error) error {
 	dm := &pubsub.Message{Body: m.Body, Metadata: deadLetterMetadata(m.Metadata, reason, broker.Position(m), d.sub, d.by, time.Now())}
 	if err := d.topic.Send(ctx, dm); err != nil {
-		return fmt.Errorf("dead-letter message %s to %s: %w", m.LoggableID, d.url, err)
+		return fmt.Errorf("dead-letter message %s to %s: %w", broker.Position(m), d.url, err)
 	}
 	return nil
 }

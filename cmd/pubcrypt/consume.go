@@ -236,7 +236,7 @@ func (c *consumer) handle(ctx context.Context, msgs []*pubsub.Message, infos []c
 			infos[i], err = c.sub.Decrypt(wctx, m)
 		}
 		for err != nil && !fault.IsMessage(err) {
-			if werr := c.outage.wait(ctx, "decrypt message "+m.LoggableID, err); werr != nil {
+			if werr := c.outage.wait(ctx, "decrypt message "+broker.Position(m), err); werr != nil {
 				return werr
 			}
 			if infos[i], err = c.sub.Decrypt(wctx, m); err == nil {
@@ -273,7 +273,7 @@ func (c *consumer) messageFault(ctx, wctx context.Context, m *pubsub.Message, re
 	pos := broker.Position(m)
 	switch c.onFault {
 	case onFaultSkip:
-		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason.Error())
+		slog.Warn("message fault: skipped", "id", broker.Position(m), "source", pos, "err", reason.Error())
 		fmt.Fprintf(c.log, "skipped: %v\n", reason)
 		m.Ack()
 		st.skipped++
@@ -288,19 +288,19 @@ func (c *consumer) messageFault(ctx, wctx context.Context, m *pubsub.Message, re
 				return ctx.Err()
 			}
 			if fault.IsMessage(err) {
-				return fmt.Errorf("message %s (%s) cannot be decrypted (%v), and cannot be dead-lettered either; stopped without acknowledging it: %w", m.LoggableID, pos, reason, err)
+				return fmt.Errorf("message %s (%s) cannot be decrypted (%v), and cannot be dead-lettered either; stopped without acknowledging it: %w", broker.Position(m), pos, reason, err)
 			}
 			if werr := c.outage.wait(ctx, "dead-letter to "+c.dl.url, err); werr != nil {
 				return werr
 			}
 		}
-		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", c.dl.url, "err", reason.Error())
+		slog.Warn("message fault: dead-lettered", "id", broker.Position(m), "source", pos, "to", c.dl.url, "err", reason.Error())
 		fmt.Fprintf(c.log, "dead-lettered: %v\n", reason)
 		m.Ack()
 		st.deadLettered++
 		return nil
 	}
-	return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", m.LoggableID, pos, reason)
+	return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", broker.Position(m), pos, reason)
 }
 
 // print writes one decrypted message to c.out.

@@ -220,7 +220,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 			got++
 			want, ok := d.sent[m.Metadata["order"]]
 			if !ok || !bytes.Equal(want, m.Body) {
-				return fmt.Errorf("message %s did not decrypt to what the producer sent", m.LoggableID)
+				return fmt.Errorf("message %s did not decrypt to what the producer sent", broker.Position(m))
 			}
 			d.say("   [%s] %s", shortVersions(raw[indexOf(raw, m.Metadata["order"])]), shorten(string(m.Body), 110))
 		}

@@ -103,10 +103,10 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		subURL: *subURL, topicURL: *topicURL, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
 		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage: outage{max: ff.maxOutage, health: obs.health},
-		each:   func(m *pubsub.Message) { countForwarded(); fmt.Fprintf(out, "encrypted %s\n", m.LoggableID) },
+		each:   func(m *pubsub.Message) { countForwarded(); fmt.Fprintf(out, "encrypted %s\n", broker.Position(m)) },
 		faulty: func(verb string, m *pubsub.Message, err error) {
 			countBridgeFault(verb)
-			fmt.Fprintf(out, "%s %s: %v\n", verb, m.LoggableID, err)
+			fmt.Fprintf(out, "%s %s: %v\n", verb, broker.Position(m), err)
 		},
 	}
 	if err := b.start(ctx); err != nil {
@@ -287,7 +287,7 @@ func (b *bridger) forward(ctx context.Context, batch []*pubsub.Message, st *brid
 		}
 		// The outage is logged, and --max-outage checked, before the reopen below: a
 		// reopen that hangs on a silent broker must not delay either by a broker timeout.
-		if werr := b.outage.wait(ctx, fmt.Sprintf("send batch starting at message %s", batch[0].LoggableID), err); werr != nil {
+		if werr := b.outage.wait(ctx, fmt.Sprintf("send batch starting at message %s", broker.Position(batch[0])), err); werr != nil {
 			return werr
 		}
 		if !keyService(err) {
@@ -326,7 +326,7 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 	pos := broker.Position(m)
 	switch b.onFault {
 	case onFaultSkip:
-		slog.Warn("message fault: skipped", "id", m.LoggableID, "source", pos, "err", reason.Error())
+		slog.Warn("message fault: skipped", "id", broker.Position(m), "source", pos, "err", reason.Error())
 		m.Ack()
 		st.skipped++
 		if b.faulty != nil {
@@ -343,13 +343,13 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 				return ctx.Err()
 			}
 			if fault.IsMessage(err) { // the dead letter itself cannot be made: never drop
-				return fmt.Errorf("message %s (%s) cannot be protected (%v), and cannot be dead-lettered either; stopped without acknowledging it: %w", m.LoggableID, pos, reason, err)
+				return fmt.Errorf("message %s (%s) cannot be protected (%v), and cannot be dead-lettered either; stopped without acknowledging it: %w", broker.Position(m), pos, reason, err)
 			}
 			if werr := b.outage.wait(ctx, "dead-letter to "+b.dl.url, err); werr != nil {
 				return werr
 			}
 		}
-		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", b.dl.url, "err", reason.Error())
+		slog.Warn("message fault: dead-lettered", "id", broker.Position(m), "source", pos, "to", b.dl.url, "err", reason.Error())
 		m.Ack()
 		st.deadLettered++
 		if b.faulty != nil {
@@ -357,7 +357,7 @@ func (b *bridger) messageFault(ctx, wctx context.Context, m *pubsub.Message, rea
 		}
 		return nil
 	}
-	return fmt.Errorf("message %s (%s) cannot be protected; stopped without acknowledging it (--on-message-fault=stop; dead-letter or skip go on): %w", m.LoggableID, pos, reason)
+	return fmt.Errorf("message %s (%s) cannot be protected; stopped without acknowledging it (--on-message-fault=stop; dead-letter or skip go on): %w", broker.Position(m), pos, reason)
 }
 
 // send protects and sends batch. It returns, for each message, nil if it was sent or the

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/pubcrypt/pubcrypt/cryptsub"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/devkafka"
@@ -148,4 +150,36 @@ func lastLine(s string) string {
 		return s[i+1:]
 	}
 	return fmt.Sprint(s)
+}
+
+// TestEncryptNeverPrintsRecordKeys: gocloud's kafkapubsub names a keyed record by its key
+// (LoggableID), and record keys are often customer IDs. encrypt's per-message lines and
+// its logs name records by topic, partition and offset instead, so no key reaches the
+// terminal or a log, also when a record is refused.
+func TestEncryptNeverPrintsRecordKeys(t *testing.T) {
+	env := startVault(t)
+	kafka := startKafka(t, topicPlain, topicEncrypted)
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
+	gen := purchase.NewGenerator(31)
+	var recs []*kgo.Record
+	for i := range 5 {
+		body, _ := json.Marshal(gen.Next())
+		if i == 4 {
+			body = []byte("not json")
+		}
+		recs = append(recs, &kgo.Record{Topic: topicPlain, Key: []byte(fmt.Sprintf("secret-customer-%d", i)), Value: body})
+	}
+	if err := kafka.ProduceRaw(context.Background(), recs...); err != nil {
+		t.Fatal(err)
+	}
+	p := startCLI(t, cliEnv, "encrypt", "--sub", "kafka://enc?topic="+topicPlain+"&offset=oldest", "--topic", "kafka://"+topicEncrypted,
+		"--max", "5", "--on-message-fault", "skip")
+	code, _ := p.wait(time.Minute)
+	out := p.stdout.String() + p.stderr.String()
+	if code != exitOK || strings.Count(p.stdout.String(), "encrypted topic "+topicPlain+" partition 0 offset ") != 4 {
+		t.Fatalf("encrypt: exit %d\n%s", code, out)
+	}
+	if strings.Contains(out, "secret-customer") {
+		t.Fatalf("encrypt printed a record key:\n%s", out)
+	}
 }

@@ -151,7 +151,7 @@ func TestInterruptEncrypt(t *testing.T) {
 	}
 	orderAt := map[string]string{}
 	for _, r := range srcRecs {
-		orderAt["partition 0 offset "+itoa(r.Offset)] = header(r.Headers, "order")
+		orderAt["topic "+r.Topic+" partition 0 offset "+itoa(r.Offset)] = header(r.Headers, "order")
 	}
 	dstRecs, err := kafka.ReadRaw(ctx, topicEncrypted, 10+reported)
 	if err != nil {

@@ -287,13 +287,13 @@ func fileMessageFault(ctx context.Context, policy string, dl *deadLetter, m *pub
 	pos := broker.Position(m)
 	switch policy {
 	case onFaultStop:
-		return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", m.LoggableID, pos, herr)
+		return fmt.Errorf("stopped without acknowledging message %s (%s; --on-message-fault=skip or dead-letter go on): %w", broker.Position(m), pos, herr)
 	case onFaultDeadLetter:
 		reason := withoutFileName(herr)
 		if err := dl.send(ctx, m, reason); err != nil {
 			return err
 		}
-		slog.Warn("message fault: dead-lettered", "id", m.LoggableID, "source", pos, "to", dl.url, "err", reason.Error())
+		slog.Warn("message fault: dead-lettered", "id", broker.Position(m), "source", pos, "to", dl.url, "err", reason.Error())
 	}
 	return nil
 }

@@ -109,7 +109,7 @@ func runReencrypt(ctx context.Context, args []string, out io.Writer) error {
 		faulty: func(verb string, m *pubsub.Message, err error) {
 			delete(r.pending, m)
 			countBridgeFault(verb)
-			fmt.Fprintf(out, "%s %s: %v\n", verb, m.LoggableID, err)
+			fmt.Fprintf(out, "%s %s: %v\n", verb, broker.Position(m), err)
 		},
 	}
 	if err := b.start(ctx); err != nil {
