@@ -138,6 +138,14 @@ func TestKgoOpen(t *testing.T) {
 	if _, err := kadm.NewClient(cl).ListTopics(ctx, "present"); err != nil {
 		t.Fatal(err)
 	}
+	// A record as large as the Kafka limits allow is accepted by franz-go and the broker.
+	big := &pubsub.Message{Body: make([]byte, LimitsFor("kgo").MaxTotalBytes)}
+	if err := LimitsFor("kgo").Check(big.Body, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := top.Send(ctx, big); err != nil {
+		t.Fatalf("a record of %d bytes: %v", len(big.Body), err)
+	}
 	_ = top.Shutdown(ctx)
 
 	t.Setenv(EnvKafkaBrokers, silentListener(t))
