@@ -18,10 +18,6 @@ import (
 	"github.com/pubcrypt/pubcrypt/fault"
 )
 
-// DefaultLinger is TopicOptions.Linger when it is zero: how long franz-go waits for more
-// records of a partition before it sends what it has.
-const DefaultLinger = 5 * time.Millisecond
-
 // TopicOptions configure a topic. The zero value sends records without a key.
 type TopicOptions struct {
 	// KeyName is the metadata entry whose value becomes the record key. The entry is not
@@ -33,13 +29,54 @@ type TopicOptions struct {
 	// whose body has no such string or number is not sent; its error is a *KeyError, a
 	// fault of the message (package fault). At most one of KeyName and KeyField is set.
 	KeyField string
-	// Linger is franz-go's ProducerLinger; zero means DefaultLinger, negative none.
+	// Linger is franz-go's ProducerLinger, for the client URLOpener builds: how long a
+	// partition's records wait for more before they are sent. Zero is the default of the
+	// batching (see BatcherOptions), negative none.
 	Linger time.Duration
-	// BatcherOptions bound gocloud's batching of Send calls into driver batches. By
-	// default each Send is a driver batch of its own, so that an error (a missing key
-	// field) belongs to its message and no other; franz-go batches the records on the
-	// wire anyway. A larger MaxBatchSize fails a whole batch for one bad message.
+	// BatcherOptions shape gocloud's batching of Send calls into driver batches; a zero
+	// field takes the default.
+	//
+	// By default (without KeyField) one driver batch of up to 1,000 messages is in
+	// flight at a time (MaxHandlers 1): messages reach each partition in the order their
+	// Send calls reached the topic, and a batch, handed over whole, needs no linger
+	// (default 0). More handlers overlap batches, for a cluster far away, and give up
+	// that order between batches.
+	//
+	// With KeyField, each Send is a driver batch of its own (MaxBatchSize 1, up to 1,000
+	// concurrently), so that a message without the key field fails alone: gocloud gives
+	// every message of a batch the batch's error. franz-go then batches the concurrent
+	// records on the wire (default linger DefaultLinger).
 	BatcherOptions batcher.Options
+}
+
+// DefaultLinger is the linger of a topic whose Sends are single-message driver batches
+// (KeyField, or BatcherOptions.MaxBatchSize 1).
+const DefaultLinger = 5 * time.Millisecond
+
+// batching returns the effective batcher options and linger of o.
+func (o TopicOptions) batching() (batcher.Options, time.Duration) {
+	b := o.BatcherOptions
+	single := o.KeyField != "" || b.MaxBatchSize == 1
+	if b.MaxBatchSize == 0 {
+		b.MaxBatchSize = 1000
+		if single {
+			b.MaxBatchSize = 1
+		}
+	}
+	if b.MaxHandlers == 0 {
+		b.MaxHandlers = 1
+		if single {
+			b.MaxHandlers = 1000
+		}
+	}
+	l := o.Linger
+	switch {
+	case l == 0 && single:
+		l = DefaultLinger
+	case l < 0:
+		l = 0
+	}
+	return b, l
 }
 
 func (o TopicOptions) validate() error {
@@ -58,17 +95,9 @@ func (o TopicOptions) validate() error {
 
 // producerOpts are the client options a topic adds before the caller's own.
 func producerOpts(o TopicOptions) []kgo.Opt {
-	l := o.Linger
-	switch {
-	case l == 0:
-		l = DefaultLinger
-	case l < 0:
-		l = 0
-	}
+	_, l := o.batching()
 	return []kgo.Opt{kgo.ProducerLinger(l)}
 }
-
-var sendBatcherOpts = &batcher.Options{MaxBatchSize: 1, MaxHandlers: 1000}
 
 // OpenTopic opens a topic that produces to topicName through cl, which the caller owns
 // and closes after the topic's Shutdown: a program can share one client between topics,
@@ -89,7 +118,8 @@ func newTopic(cl *kgo.Client, owned bool, name string, opts TopicOptions) *pubsu
 	if opts.KeyField != "" {
 		t.keyPath = strings.Split(opts.KeyField, ".")
 	}
-	return pubsub.NewTopic(t, sendBatcherOpts.NewMergedOptions(&opts.BatcherOptions))
+	bo, _ := opts.batching()
+	return pubsub.NewTopic(t, &bo)
 }
 
 type topic struct {

@@ -50,6 +50,9 @@ func (s KafkaSettings) KgoOpts(timeout time.Duration) ([]kgo.Opt, error) {
 		kgo.RecordDeliveryTimeout(timeout),
 		kgo.ProducerBatchMaxBytes(kafkaMaxMessageBytes),
 		kgo.SessionTimeout(kgoSessionTimeout),
+		// What pubcrypt sends is ciphertext, which no codec shrinks: franz-go's default
+		// (snappy) would only cost CPU on both sides. sarama does not compress either.
+		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
 	tc, err := s.tlsConfig()
 	if err != nil {
