@@ -25,6 +25,10 @@ import (
 // kafka:// (KafkaSettingsFromEnv) and SASL SCRAM besides PLAIN.
 const kgoScheme = kgopubsub.Scheme
 
+// IsKafka reports whether scheme reaches Kafka with this package's Kafka settings
+// (KafkaSettingsFromEnv): kafka:// or kgo://.
+func IsKafka(scheme string) bool { return scheme == kafkaScheme || scheme == kgoScheme }
+
 // kafkaMaxMessageBytes is Kafka's default message.max.bytes; franz-go's own default
 // batch bound is lower (1000012), which would refuse records the broker accepts and the
 // Kafka limits (LimitsFor) allow.
