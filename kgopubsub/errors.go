@@ -4,11 +4,25 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"gocloud.dev/gcerrors"
 )
+
+// errorAs is errors.As for any target gocloud hands on: a target errors.As would panic
+// on (a pointer to a type that is not an error) is answered false.
+func errorAs(err error, target any) bool {
+	t := reflect.TypeOf(target)
+	if t == nil || t.Kind() != reflect.Pointer {
+		return false
+	}
+	if e := t.Elem(); e.Kind() != reflect.Interface && !e.Implements(reflect.TypeFor[error]()) {
+		return false
+	}
+	return errors.As(err, target)
+}
 
 // errorCode maps franz-go's and Kafka's errors onto gocloud's codes.
 func errorCode(err error) gcerrors.ErrorCode {

@@ -545,5 +545,5 @@ func (s *subscription) As(i any) bool {
 	return true
 }
 
-func (s *subscription) ErrorAs(err error, i any) bool          { return errors.As(err, i) }
+func (s *subscription) ErrorAs(err error, i any) bool          { return errorAs(err, i) }
 func (s *subscription) ErrorCode(err error) gcerrors.ErrorCode { return errorCode(err) }

@@ -252,7 +252,7 @@ func (t *topic) As(i any) bool {
 	return false
 }
 
-func (t *topic) ErrorAs(err error, i any) bool          { return errors.As(err, i) }
+func (t *topic) ErrorAs(err error, i any) bool          { return errorAs(err, i) }
 func (t *topic) ErrorCode(err error) gcerrors.ErrorCode { return errorCode(err) }
 
 func (t *topic) Close() error {
