@@ -17,7 +17,9 @@
 //     only what was acknowledged: per partition, the offset after the highest contiguous
 //     acknowledged record. An unacknowledged record holds back the commits of its own
 //     partition and no other. Nack is supported: the record is delivered again, ahead of
-//     the later records of its partition that were not delivered yet.
+//     the later records of its partition that the driver still holds (gocloud's
+//     Subscription may have taken some already: those come first). A caller that nacks
+//     in a loop paces itself; the redelivery is immediate.
 //   - Rebalances. When partitions are revoked, what is acknowledged on them is
 //     committed and their buffered records are dropped (the new owner reads them from
 //     the commit); acknowledgements that arrive later for them are ignored.
