@@ -37,7 +37,9 @@ type Options struct {
 	// joining a group waits that long for a member that died.
 	Timeout time.Duration
 	// ReadAhead bounds the messages a Kafka subscription fetches ahead of its consumer
-	// (sarama's ChannelBufferSize); 0 keeps sarama's 256. Large messages want few: 256
+	// (sarama's ChannelBufferSize on kafka://, kgopubsub's ReadAhead on kgo://, where
+	// franz-go also holds up to one fetch per broker); 0 keeps sarama's 256 and
+	// kgopubsub's 4096. Large messages want few: 256
 	// file chunks of 512 KiB are 128 MiB held in memory whenever the consumer is slower
 	// than the broker (receive-files makes every chunk durable before acknowledging it).
 	ReadAhead int
