@@ -21,6 +21,9 @@ import (
 // DefaultReadAhead is SubscriptionOptions.ReadAhead when it is zero.
 const DefaultReadAhead = 4096
 
+// DefaultCommitInterval is SubscriptionOptions.CommitInterval when it is zero.
+const DefaultCommitInterval = 100 * time.Millisecond
+
 // commitTimeout bounds the commits of a revoke and of Close.
 const commitTimeout = 10 * time.Second
 
@@ -36,6 +39,10 @@ type SubscriptionOptions struct {
 	// ReadAhead bounds the records fetched and not yet received; zero means
 	// DefaultReadAhead.
 	ReadAhead int
+	// CommitInterval is the least time between two commits of acknowledged records: a
+	// process killed gets at most about that much of acknowledged work again. Zero means
+	// DefaultCommitInterval; Close, a revoke and Commit commit at once anyway.
+	CommitInterval time.Duration
 	// Logger gets fetch and commit errors (which the subscription retries by itself);
 	// nil means slog.Default().
 	Logger *slog.Logger
@@ -83,6 +90,9 @@ func openSubscription(opts []kgo.Opt, group string, topics []string, so *Subscri
 	}
 	if s.opts.ReadAhead <= 0 {
 		s.opts.ReadAhead = DefaultReadAhead
+	}
+	if s.opts.CommitInterval <= 0 {
+		s.opts.CommitInterval = DefaultCommitInterval
 	}
 	reset := kgo.NewOffset().AtEnd()
 	if so.Oldest {
@@ -389,6 +399,12 @@ func (s *subscription) commitLoop() {
 		}
 		if err := s.commit(s.ctx, nil); err != nil && s.ctx.Err() == nil {
 			s.log.Warn("kgopubsub: commit", "group", s.group, "err", err)
+		}
+		// At most one commit per interval: the acks of that time share it.
+		select {
+		case <-time.After(s.opts.CommitInterval):
+		case <-s.ctx.Done():
+			return
 		}
 	}
 }
