@@ -9,10 +9,12 @@
 //     name, so a receiver sees the metadata the sender gave. Keyed records are placed by
 //     franz-go's default partitioner, which hashes keys with murmur2 exactly as the Java
 //     client does: a key lands on the same partition whichever client wrote it.
-//   - Order. Records of one Send or driver batch reach their partition in the order
-//     given: franz-go's idempotent producer (on by default) keeps the order of a
-//     partition across retries. Concurrent Send calls have no order among them, as with
-//     every gocloud driver; a caller that needs order sends in sequence.
+//   - Order. Records of one driver batch reach their partition in the order given, and
+//     by default one batch is in flight at a time, so Send calls reach each partition in
+//     the order they reached the topic: franz-go's idempotent producer (on by default)
+//     keeps a partition's order across retries. Send calls made concurrently reach the
+//     topic in no defined order, as with every gocloud driver; a caller that needs order
+//     sends in sequence, or from one goroutine per key.
 //   - Acknowledgement. A subscription is a consumer group member that commits by itself
 //     only what was acknowledged: per partition, the offset after the highest contiguous
 //     acknowledged record. An unacknowledged record holds back the commits of its own
