@@ -25,7 +25,7 @@ func runConsume(ctx context.Context, args []string, out io.Writer) error {
 		"out: the message is not acknowledged — nacked where the broker can, held and retried\n"+
 		"on Kafka — until it decrypts or --max-outage has gone by. SIGINT or SIGTERM stops\n"+
 		"receiving, finishes the batch in flight and exits 0.\n\n"+
-		"Example: pubcrypt consume --sub 'kafka://billing?topic=purchases_encrypted&offset=oldest' --max 20")
+		"Example: pubcrypt consume --sub 'kgo://billing?topic=purchases_encrypted&offset=oldest' --max 20")
 	subURL := fs.String("sub", "", "subscription URL to read (required)")
 	skip := fs.Bool("skip-undecryptable", false, "deprecated: --on-message-fault=skip")
 	output := outputFlag(fs)

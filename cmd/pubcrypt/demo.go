@@ -118,7 +118,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 
-	plain, err := broker.OpenTopic(ctx, "kafka://"+topicPlain)
+	plain, err := broker.OpenTopic(ctx, "kgo://"+topicPlain)
 	if err != nil {
 		return err
 	}
@@ -141,14 +141,14 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	d.step(4, fmt.Sprintf("Encryptor: %s → %s, fields %s", topicPlain, topicEncrypted, fieldPolicy))
 	// The demo renews data keys and looks up the FPE key version every second so that the
 	// rotation shows at once; the defaults are five minutes and one minute.
-	enc, err := crypttopic.Open(ctx, "kafka://"+topicEncrypted, crypttopic.Options{
+	enc, err := crypttopic.Open(ctx, "kgo://"+topicEncrypted, crypttopic.Options{
 		Keyring: encKeys, Fields: fieldPolicy, FPERefresh: time.Second, Reuse: keyring.ReusePolicy{MaxAge: time.Second},
 		FieldKeys: crypttopic.FieldKeys{Deterministic: demoDetKey, FPE: demoFPEKey}})
 	if err != nil {
 		return err
 	}
 	defer shutdown(enc)
-	src, err := broker.OpenSubscription(ctx, "kafka://pubcrypt-encryptor?topic="+topicPlain+"&offset=oldest")
+	src, err := broker.OpenSubscription(ctx, "kgo://pubcrypt-encryptor?topic="+topicPlain+"&offset=oldest")
 	if err != nil {
 		return err
 	}
@@ -203,7 +203,7 @@ func runDemo(ctx context.Context, args []string, out io.Writer) error {
 	d.row("key versions on the wire", "v1 before the rotation, v2 after, encryptor not restarted")
 
 	d.step(7, fmt.Sprintf("Consumer: decrypt every message of %q, both key versions", topicEncrypted))
-	sub, err := cryptsub.Open(ctx, "kafka://pubcrypt-consumer?topic="+topicEncrypted+"&offset=oldest", cryptsub.Options{Keyring: consKeys})
+	sub, err := cryptsub.Open(ctx, "kgo://pubcrypt-consumer?topic="+topicEncrypted+"&offset=oldest", cryptsub.Options{Keyring: consKeys})
 	if err != nil {
 		return err
 	}
@@ -301,7 +301,7 @@ func (d *demo) files(ctx context.Context, workdir string, mib int, seed uint64) 
 	if err != nil {
 		return err
 	}
-	top, err := broker.OpenTopic(ctx, "kafka://"+topicLarge)
+	top, err := broker.OpenTopic(ctx, "kgo://"+topicLarge)
 	if err != nil {
 		return err
 	}
@@ -329,7 +329,7 @@ func (d *demo) files(ctx context.Context, workdir string, mib int, seed uint64) 
 			}
 		}
 	}
-	sub, err := broker.OpenSubscription(ctx, "kafka://pubcrypt-files?topic="+topicLarge+"&offset=oldest")
+	sub, err := broker.OpenSubscription(ctx, "kgo://pubcrypt-files?topic="+topicLarge+"&offset=oldest")
 	if err != nil {
 		return err
 	}
@@ -380,7 +380,7 @@ var peekGroup int
 // rawMessages reads the first n messages of topic without decrypting, in a group of its own.
 func (d *demo) rawMessages(ctx context.Context, topic string, n int) ([]*pubsub.Message, error) {
 	peekGroup++
-	sub, err := broker.OpenSubscription(ctx, fmt.Sprintf("kafka://pubcrypt-admin-%d?topic=%s&offset=oldest", peekGroup, topic))
+	sub, err := broker.OpenSubscription(ctx, fmt.Sprintf("kgo://pubcrypt-admin-%d?topic=%s&offset=oldest", peekGroup, topic))
 	if err != nil {
 		return nil, err
 	}

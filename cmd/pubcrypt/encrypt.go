@@ -40,9 +40,9 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		"A JSON body that is not an object (an array, a string) is encrypted whole; add\n"+
 		"unmatched=refuse to treat it as a message fault, or unmatched=clear to send it readable.\n"+
 		"Consumers need no policy: the message says what is protected.\n\n"+
-		"Example: pubcrypt encrypt --sub 'kafka://pubcrypt-encryptor?topic=purchases&offset=oldest' \\\n"+
-		"           --topic kafka://purchases_encrypted --fields '"+defaultFieldPolicy+"' \\\n"+
-		"           --dead-letter kafka://purchases_dead_letter")
+		"Example: pubcrypt encrypt --sub 'kgo://pubcrypt-encryptor?topic=purchases&offset=oldest' \\\n"+
+		"           --topic kgo://purchases_encrypted --fields '"+defaultFieldPolicy+"' \\\n"+
+		"           --dead-letter kgo://purchases_dead_letter")
 	subURL := fs.String("sub", "", "subscription URL of the plaintext source (required)")
 	topicURL := fs.String("topic", "", "topic URL of the encrypted destination (required)")
 	policy := fs.String("fields", defaultFieldPolicy, "field policy, an allow-list or deny by default (default=MODE; keep=...); empty encrypts whole bodies")

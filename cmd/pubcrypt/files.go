@@ -50,9 +50,9 @@ func runSendFiles(ctx context.Context, args []string, out io.Writer) error {
 		"(one Vault call per file) and streams it to a topic in authenticated chunks: the file\n"+
 		"name travels encrypted, and a receiver detects truncation, reordering, duplication and\n"+
 		"chunks mixed from two files. Memory use does not grow with the file size.\n\n"+
-		"Example: pubcrypt send-files --dir source --topic kafka://purchases_large_encrypted")
+		"Example: pubcrypt send-files --dir source --topic kgo://purchases_large_encrypted")
 	dir := fs.String("dir", "source", "directory whose files are sent (not recursive)")
-	topicURL := fs.String("topic", "kafka://purchases_large_encrypted", "topic URL to send to")
+	topicURL := fs.String("topic", "kgo://purchases_large_encrypted", "topic URL to send to")
 	chunk := countFlag(fs, new(int), "chunk-size", 0, "plaintext bytes per message (0: 512 KiB, less where the broker's message limit needs it)")
 	var vf vaultFlags
 	vf.register(fs)
@@ -142,8 +142,8 @@ func runReceiveFiles(ctx context.Context, args []string, out io.Writer) error {
 		"receiver restarted in the middle of a file finishes it without a re-send. If the\n"+
 		"directory cannot be written (read-only, full), nothing is acknowledged: the command\n"+
 		"stops with an environment fault, and a rerun goes on where it stopped.\n\n"+
-		"Example: pubcrypt receive-files --sub 'kafka://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest' --dir destination")
-	subURL := fs.String("sub", "kafka://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest", "subscription URL to read")
+		"Example: pubcrypt receive-files --sub 'kgo://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest' --dir destination")
+	subURL := fs.String("sub", "kgo://pubcrypt-files?topic=purchases_large_encrypted&offset=oldest", "subscription URL to read")
 	dir := fs.String("dir", "destination", "directory the received files are written to")
 	maxFiles := countFlag(fs, new(int), "max-files", 0, "stop after this many files completed or refused (0: no limit)")
 	overwrite := fs.Bool("overwrite", false, "replace an existing file of the same name")

@@ -63,9 +63,10 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nBrokers are named by URL (kafka://purchases, mem://purchases, ...). Vault is configured by")
+	fmt.Fprintln(w, "\nBrokers are named by URL (kgo://purchases for Kafka through franz-go, the default; kafka://purchases")
+	fmt.Fprintln(w, "through gocloud's kafkapubsub; mem://purchases, ...). Vault is configured by")
 	fmt.Fprintln(w, "Vault's own variables (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT), Kafka by")
-	fmt.Fprintln(w, "KAFKA_BROKERS, KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD or PUBCRYPT_KAFKA_PROPERTIES (a client.properties file).")
+	fmt.Fprintln(w, "KAFKA_BROKERS, KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD/KAFKA_SASL_MECHANISM or PUBCRYPT_KAFKA_PROPERTIES (a client.properties file).")
 	fmt.Fprintln(w, "\nExit status: 0 done, or interrupted by SIGINT/SIGTERM once the work in flight was finished;")
 	fmt.Fprintln(w, "1 an error of no class below; 2 the command line is wrong; 3 a fault of the environment (Vault")
 	fmt.Fprintln(w, "or the broker unreachable, slow or refusing, a key or topic missing, an outage longer than")

@@ -22,7 +22,7 @@ func runPeek(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("peek", "Prints the raw messages of a subscription as an admin of the broker sees them:\n"+
 		"metadata (headers) and body, without decrypting anything. Messages are not acknowledged.\n"+
 		"The text output shortens long values; --output json prints them whole.\n\n"+
-		"Example: pubcrypt peek --sub 'kafka://peek?topic=purchases_encrypted&offset=oldest'")
+		"Example: pubcrypt peek --sub 'kgo://peek?topic=purchases_encrypted&offset=oldest'")
 	subURL := fs.String("sub", "", "subscription URL to read (required)")
 	max := countFlag(fs, new(int), "max", 10, "stop after this many messages (0: no limit)")
 	wait := durationFlag(fs, new(time.Duration), "wait", 3*time.Second, "stop when no message arrives for this long (0: wait forever)")
@@ -63,7 +63,7 @@ func runPeek(ctx context.Context, args []string, out io.Writer) error {
 }
 
 // peek reads up to max raw messages (0: no limit), stopping early when none arrives for
-// wait (0: waits as long as ctx lasts). Messages are nacked where the broker allows it
+// wait (0: waits as long as ctx lasts). Messages are nacked, once the peek is done, where the broker allows it
 // and otherwise left unacknowledged.
 func peek(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Duration) ([]*pubsub.Message, error) {
 	var msgs []*pubsub.Message
@@ -78,6 +78,15 @@ func peek(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Dura
 // returns how many it handed.
 func peekEach(ctx context.Context, sub *pubsub.Subscription, max int, wait time.Duration, each func(*pubsub.Message, int) error) (int, error) {
 	n := 0
+	// Nacked at the end, not as they come: a driver that redelivers a nacked message at
+	// once, ahead of the rest of its partition (kgo://), would hand the peek the same
+	// message again and again.
+	var held []*pubsub.Message
+	defer func() {
+		for _, m := range held {
+			m.Nack()
+		}
+	}()
 	for max == 0 || n < max {
 		rctx, cancel := ctx, context.CancelFunc(func() {})
 		if wait > 0 {
@@ -92,7 +101,7 @@ func peekEach(ctx context.Context, sub *pubsub.Subscription, max int, wait time.
 			return n, fault.Mark(fmt.Errorf("receive: %w", err), fault.Environment)
 		}
 		if m.Nackable() {
-			m.Nack()
+			held = append(held, m)
 		}
 		n++
 		if err := each(m, n); err != nil {

@@ -32,10 +32,10 @@ func runProduce(ctx context.Context, args []string, out io.Writer) error {
 		"A line that is not JSON (or a record with bad metadata or key) stops the command with\n"+
 		"an error naming the line (exit 4): the lines before it were sent, none after. --count\n"+
 		"then limits the messages sent (default: every line).\n\n"+
-		"Example: pubcrypt produce --topic kafka://purchases --count 10\n"+
-		"         pubcrypt produce --topic kafka://purchases --from - < my.jsonl")
+		"Example: pubcrypt produce --topic kgo://purchases --count 10\n"+
+		"         pubcrypt produce --topic kgo://purchases --from - < my.jsonl")
 	from := fs.String("from", "", "send the records of this file of JSON lines (- for stdin) instead of generated purchases")
-	topicURL := fs.String("topic", "kafka://purchases", "topic URL to send to")
+	topicURL := fs.String("topic", "kgo://purchases", "topic URL to send to")
 	count := countFlag(fs, new(int), "count", 10, "number of purchases to send (0: until interrupted)")
 	interval := durationFlag(fs, new(time.Duration), "interval", 0, "pause between purchases")
 	seed := fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed for the generated purchases")

@@ -33,8 +33,8 @@ func runReencrypt(ctx context.Context, args []string, out io.Writer) error {
 		"compares the count with the records the source topic holds (Kafka).\n\n"+
 		"Progress goes to stderr: a counter on a terminal, a line per 1000 messages otherwise\n"+
 		"(and pubcrypt_bridge_forwarded_total with --listen).\n\n"+
-		"Example: pubcrypt reencrypt --sub 'kafka://pubcrypt-reencrypt?topic=purchases_encrypted&offset=oldest' \\\n"+
-		"           --topic kafka://purchases_encrypted_v3\n"+
+		"Example: pubcrypt reencrypt --sub 'kgo://pubcrypt-reencrypt?topic=purchases_encrypted&offset=oldest' \\\n"+
+		"           --topic kgo://purchases_encrypted_v3\n"+
 		"         vault write transit/keys/pubcrypt/config min_decryption_version=3")
 	subURL := fs.String("sub", "", "subscription URL of the retained encrypted topic (required; offset=oldest to read it all)")
 	topicURL := fs.String("topic", "", "topic URL of the re-encrypted copy (required)")
@@ -154,7 +154,7 @@ type countCheck struct {
 func startCountCheck(ctx context.Context, subURL string, bopts broker.Options) *countCheck {
 	c := &countCheck{timeout: orDefault(bopts.Timeout, broker.DefaultTimeout)}
 	u, err := url.Parse(subURL)
-	if err != nil || u.Scheme != "kafka" || u.Query().Get("topic") == "" {
+	if err != nil || !broker.IsKafka(u.Scheme) || u.Query().Get("topic") == "" {
 		return c
 	}
 	if c.settings, err = broker.KafkaSettingsFromEnv(); err != nil {

@@ -30,20 +30,8 @@ var storyBrokers = []struct {
 	name  string
 	start func(t *testing.T) storyURLs
 }{
-	{"kafka", func(t *testing.T) storyURLs {
-		b, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted, topicLarge}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Close)
-		t.Setenv(broker.EnvKafkaBrokers, b.Addrs[0])
-		return storyURLs{
-			plainTopic: "kafka://" + topicPlain, plainSub: "kafka://pubcrypt-encryptor?topic=" + topicPlain + "&offset=oldest",
-			encTopic: "kafka://" + topicEncrypted, encSub: "kafka://pubcrypt-consumer?topic=" + topicEncrypted + "&offset=oldest",
-			encPeekSub: "kafka://pubcrypt-admin?topic=" + topicEncrypted + "&offset=oldest",
-			largeTopic: "kafka://" + topicLarge, largeSub: "kafka://pubcrypt-files?topic=" + topicLarge + "&offset=oldest",
-		}
-	}},
+	{"kafka", kafkaStory("kafka")},
+	{"kgo", kafkaStory("kgo")},
 	{"gcppubsub-emulator", func(t *testing.T) storyURLs {
 		ctx := context.Background()
 		emu, err := devbrokers.StartPubSubEmulator(ctx)
@@ -108,6 +96,26 @@ var storyBrokers = []struct {
 			encTopic: f.SNSURL(encARN), encSub: f.SQSURL(consumerQ), encPeekSub: f.SQSURL(adminQ),
 			largeTopic: f.SQSURL(largeQ), largeSub: f.SQSURL(largeQ)}
 	}},
+}
+
+// kafkaStory starts a kfake broker for the story, reached by URLs of scheme (kafka://
+// through gocloud's kafkapubsub, kgo:// through franz-go).
+func kafkaStory(scheme string) func(t *testing.T) storyURLs {
+	return func(t *testing.T) storyURLs {
+		b, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted, topicLarge}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		t.Setenv(broker.EnvKafkaBrokers, b.Addrs[0])
+		k := scheme + "://"
+		return storyURLs{
+			plainTopic: k + topicPlain, plainSub: k + "pubcrypt-encryptor?topic=" + topicPlain + "&offset=oldest",
+			encTopic: k + topicEncrypted, encSub: k + "pubcrypt-consumer?topic=" + topicEncrypted + "&offset=oldest",
+			encPeekSub: k + "pubcrypt-admin?topic=" + topicEncrypted + "&offset=oldest",
+			largeTopic: k + topicLarge, largeSub: k + "pubcrypt-files?topic=" + topicLarge + "&offset=oldest",
+		}
+	}
 }
 
 // TestSeedStoryByURL runs the seed demo with the CLI's own commands — produce, encrypt,

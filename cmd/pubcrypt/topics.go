@@ -25,7 +25,7 @@ func runTopics(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("topics create", "Creates Kafka topics, NAME with 1 partition or NAME:PARTITIONS, with the broker's\n"+
 		"default replication factor. A topic that already exists with those partitions is no\n"+
 		"error; with other partitions it is, and nothing is changed. The brokers, TLS and SASL\n"+
-		"come from the same variables as kafka:// URLs (KAFKA_BROKERS, KAFKA_SASL_USERNAME/\n"+
+		"come from the same variables as kgo:// and kafka:// URLs (KAFKA_BROKERS, KAFKA_SASL_USERNAME/\n"+
 		"KAFKA_SASL_PASSWORD, PUBCRYPT_KAFKA_PROPERTIES, ...); --brokers overrides the brokers.\n"+
 		"Flags come before the names.\n\n"+
 		"Example: pubcrypt topics create --brokers 127.0.0.1:9092 orders:3 orders_encrypted:3")

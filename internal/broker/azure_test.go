@@ -72,7 +72,7 @@ func TestEventHubsSettings(t *testing.T) {
 func TestEventHubsKafkaEndpoint(t *testing.T) {
 	cert, caPEM := selfSignedCA(t)
 	cs := connectionString("pubcrypt-demo.servicebus.windows.net")
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "purchases_encrypted"),
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "purchases_encrypted", "purchases_kgo"),
 		kfake.TLS(&tls.Config{Certificates: []tls.Certificate{cert}}),
 		kfake.EnableSASL(), kfake.Superuser("PLAIN", "$ConnectionString", cs))
 	if err != nil {
@@ -89,6 +89,7 @@ func TestEventHubsKafkaEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	roundTrip(t, ctx, "purchases_encrypted", "pubcrypt-consumer", "via Event Hubs")
+	roundTripOn(t, ctx, "kgo", "purchases_kgo", "pubcrypt-consumer", "via Event Hubs on kgo://")
 
 	// A connection string with another key is refused, and the error prints neither.
 	t.Setenv(EnvKafkaSASLPassword, strings.Replace(cs, fakeKey, "d3Jvbmcta2V5LXdyb25nLWtleS13cm9uZy1rZXk=", 1))

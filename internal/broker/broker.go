@@ -1,10 +1,11 @@
 // Package broker opens gocloud topics and subscriptions by URL for the wrappers and the CLI.
 // Every scheme registered on gocloud's default URL mux works: the application links the
 // drivers it uses (package drivers links them all, for the CLI and the tests). kafka://
-// gets an opener of its own that, unlike gocloud's default one, can reach a managed
-// cluster such as Confluent Cloud (TLS + SASL PLAIN) from environment variables or a
-// client.properties file, bounds every request it makes, and checks at open that the
-// topic exists. Nothing outside this package names a broker.
+// (sarama) and kgo:// (franz-go, package kgopubsub) get an opener of their own that,
+// unlike gocloud's default one, can reach a managed cluster such as Confluent Cloud (TLS
+// + SASL PLAIN, or SCRAM on kgo://) from environment variables or a client.properties
+// file, bounds every request it makes, and checks at open that the topic exists. Nothing
+// outside this package names a broker.
 //
 // Opening never outlives its context or Options.Timeout: some drivers (kafkapubsub)
 // connect without a context, so an open runs on its own goroutine and is abandoned —
@@ -36,7 +37,9 @@ type Options struct {
 	// joining a group waits that long for a member that died.
 	Timeout time.Duration
 	// ReadAhead bounds the messages a Kafka subscription fetches ahead of its consumer
-	// (sarama's ChannelBufferSize); 0 keeps sarama's 256. Large messages want few: 256
+	// (sarama's ChannelBufferSize on kafka://, kgopubsub's ReadAhead on kgo://, where
+	// franz-go also holds up to one fetch per broker); 0 keeps sarama's 256 and
+	// kgopubsub's 4096. Large messages want few: 256
 	// file chunks of 512 KiB are 128 MiB held in memory whenever the consumer is slower
 	// than the broker (receive-files makes every chunk durable before acknowledging it).
 	ReadAhead int
@@ -72,8 +75,11 @@ func OpenTopicWith(ctx context.Context, rawURL string, opts Options) (*pubsub.To
 		return nil, fmt.Errorf("open topic: invalid URL %q: %w", rawURL, err)
 	}
 	open := func(ctx context.Context) (*pubsub.Topic, error) { return pubsub.OpenTopic(ctx, rawURL) }
-	if u.Scheme == kafkaScheme {
+	switch u.Scheme {
+	case kafkaScheme:
 		open = func(context.Context) (*pubsub.Topic, error) { return openKafkaTopic(u, opts) }
+	case kgoScheme:
+		open = func(ctx context.Context) (*pubsub.Topic, error) { return openKgoTopic(ctx, u, opts) }
 	}
 	return bounded(ctx, opts.timeout(), "open topic "+where(u), open,
 		func(t *pubsub.Topic) { _ = t.Shutdown(context.Background()) })
@@ -86,8 +92,11 @@ func OpenSubscriptionWith(ctx context.Context, rawURL string, opts Options) (*pu
 		return nil, fmt.Errorf("open subscription: invalid URL %q: %w", rawURL, err)
 	}
 	open := func(ctx context.Context) (*pubsub.Subscription, error) { return pubsub.OpenSubscription(ctx, rawURL) }
-	if u.Scheme == kafkaScheme {
+	switch u.Scheme {
+	case kafkaScheme:
 		open = func(context.Context) (*pubsub.Subscription, error) { return openKafkaSubscription(u, opts) }
+	case kgoScheme:
+		open = func(ctx context.Context) (*pubsub.Subscription, error) { return openKgoSubscription(ctx, u, opts) }
 	}
 	return bounded(ctx, opts.timeout(), "open subscription "+where(u), open,
 		func(s *pubsub.Subscription) { _ = s.Shutdown(context.Background()) })
@@ -96,7 +105,7 @@ func OpenSubscriptionWith(ctx context.Context, rawURL string, opts Options) (*pu
 // where names what an open is reaching, for its timeout error: the URL, and on Kafka the
 // brokers it was given.
 func where(u *url.URL) string {
-	if u.Scheme == kafkaScheme {
+	if u.Scheme == kafkaScheme || u.Scheme == kgoScheme {
 		if s, err := KafkaSettingsFromEnv(); err == nil {
 			return redact(u) + " on " + strings.Join(s.Brokers, ",")
 		}

@@ -5,6 +5,7 @@ package broker
 var Schemes = []string{
 	"mem",         // gocloud.dev/pubsub/mempubsub
 	"kafka",       // gocloud.dev/pubsub/kafkapubsub, through this package's opener
+	"kgo",         // github.com/pubcrypt/pubcrypt/kgopubsub (franz-go), through this package's opener
 	"gcppubsub",   // gocloud.dev/pubsub/gcppubsub
 	"gcppubsubv2", // gocloud.dev/pubsub/gcppubsubv2
 	"awssns",      // gocloud.dev/pubsub/awssnssqs
@@ -38,6 +39,8 @@ func CapabilitiesFor(scheme string) Capabilities {
 	switch scheme {
 	case "kafka":
 		c.KeepsOrder, c.CanNack = true, false
+	case "kgo":
+		c.KeepsOrder = true
 	case "nats", "rabbit":
 		c.KeepsOrder = true
 	}

@@ -9,6 +9,7 @@ func TestCapabilitiesFor(t *testing.T) {
 		name              string
 	}{
 		{"kafka", true, false, "Kafka"},
+		{"kgo", true, true, "Kafka"},
 		{"nats", true, true, "NATS"},
 		{"rabbit", true, true, "RabbitMQ"},
 		{"gcppubsub", false, true, "Google Pub/Sub"},

@@ -16,8 +16,11 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"gocloud.dev/pubsub"
 	"gocloud.dev/pubsub/kafkapubsub"
+
+	"github.com/pubcrypt/pubcrypt/kgopubsub"
 )
 
 const kafkaScheme = "kafka"
@@ -28,7 +31,7 @@ const (
 	EnvKafkaProperties    = "PUBCRYPT_KAFKA_PROPERTIES" // path of a client.properties file
 	EnvKafkaSASLUsername  = "KAFKA_SASL_USERNAME"
 	EnvKafkaSASLPassword  = "KAFKA_SASL_PASSWORD"
-	EnvKafkaSASLMechanism = "KAFKA_SASL_MECHANISM" // PLAIN (the default when a username is set)
+	EnvKafkaSASLMechanism = "KAFKA_SASL_MECHANISM" // PLAIN (the default when a username is set), SCRAM-SHA-256 or SCRAM-SHA-512 (kgo:// only)
 	EnvKafkaTLS           = "KAFKA_TLS"            // true/false; default true when SASL is used
 	EnvKafkaCAFile        = "KAFKA_CA_FILE"        // PEM bundle to trust instead of the system roots
 )
@@ -39,7 +42,7 @@ type KafkaSettings struct {
 	Brokers       []string
 	TLS           bool
 	CAFile        string
-	SASLMechanism string // "" (none) or "PLAIN"
+	SASLMechanism string // "" (none), "PLAIN", "SCRAM-SHA-256" or "SCRAM-SHA-512"
 	SASLUsername  string
 	SASLPassword  string
 }
@@ -188,14 +191,41 @@ func (s KafkaSettings) validate() error {
 	}
 	switch s.SASLMechanism {
 	case "":
-	case "PLAIN":
+	case saslPlain, saslScram256, saslScram512:
 		if s.SASLUsername == "" || s.SASLPassword == "" {
-			return fmt.Errorf("kafka: SASL PLAIN needs a username and a password (%s/%s or sasl.username/sasl.password)", EnvKafkaSASLUsername, EnvKafkaSASLPassword)
+			return fmt.Errorf("kafka: SASL %s needs a username and a password (%s/%s or sasl.username/sasl.password)", s.SASLMechanism, EnvKafkaSASLUsername, EnvKafkaSASLPassword)
 		}
 	default:
-		return fmt.Errorf("kafka: SASL mechanism %q is not supported (PLAIN)", s.SASLMechanism)
+		return fmt.Errorf("kafka: SASL mechanism %q is not supported (%s, %s, %s)", s.SASLMechanism, saslPlain, saslScram256, saslScram512)
 	}
 	return nil
+}
+
+// SASL mechanisms, as client.properties names them.
+const (
+	saslPlain    = "PLAIN"
+	saslScram256 = "SCRAM-SHA-256"
+	saslScram512 = "SCRAM-SHA-512"
+)
+
+// tlsConfig is the TLS configuration of s, nil without TLS.
+func (s KafkaSettings) tlsConfig() (*tls.Config, error) {
+	if !s.TLS {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if s.CAFile != "" {
+		pem, err := os.ReadFile(s.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: read CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("kafka: CA file %s holds no PEM certificate", s.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }
 
 // SaramaConfig builds the client configuration: headers need Kafka ≥ 0.11 and SASL
@@ -204,28 +234,24 @@ func (s KafkaSettings) SaramaConfig() (*sarama.Config, error) {
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
+	if strings.HasPrefix(s.SASLMechanism, "SCRAM-") {
+		// sarama's SCRAM needs a client from another module; franz-go has its own.
+		return nil, fmt.Errorf("kafka: SASL %s is not supported by kafka:// (sarama); use kgo://", s.SASLMechanism)
+	}
 	c := kafkapubsub.MinimalConfig()
 	c.Version = sarama.V2_8_0_0
 	c.ClientID = "pubcrypt"
 	c.Producer.RequiredAcks = sarama.WaitForAll
 	c.Producer.Return.Errors = true
-	if s.TLS {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if s.CAFile != "" {
-			pem, err := os.ReadFile(s.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("kafka: read CA file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("kafka: CA file %s holds no PEM certificate", s.CAFile)
-			}
-			tc.RootCAs = pool
-		}
+	tc, err := s.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
 		c.Net.TLS.Enable = true
 		c.Net.TLS.Config = tc
 	}
-	if s.SASLMechanism == "PLAIN" {
+	if s.SASLMechanism == saslPlain {
 		c.Net.SASL.Enable = true
 		c.Net.SASL.Mechanism = sarama.SASLTypePlaintext
 		c.Net.SASL.User = s.SASLUsername
@@ -335,7 +361,14 @@ func openKafkaSubscription(u *url.URL, opts Options) (*pubsub.Subscription, erro
 // everything it finished in that second; committing after each batch bounds that to the
 // batch. Where acknowledgements are per message (every other broker), Commit does
 // nothing. A commit that fails is not reported by sarama; the cost is redelivery.
+//
+// On kgo:// the subscription commits acknowledged records by itself soon after each ack;
+// Commit waits until msgs are committed, and reports a failed commit.
 func Commit(ctx context.Context, sub *pubsub.Subscription, msgs []*pubsub.Message) error {
+	var cl *kgo.Client
+	if sub != nil && sub.As(&cl) {
+		return kgopubsub.Commit(ctx, sub, msgs)
+	}
 	var sess sarama.ConsumerGroupSession
 	if sub == nil || !sub.As(&sess) || sess == nil {
 		return nil
@@ -379,9 +412,8 @@ func Commit(ctx context.Context, sub *pubsub.Subscription, msgs []*pubsub.Messag
 // Position names where a received message sits on its broker, for logs and dead letters:
 // "topic purchases partition 0 offset 17" on Kafka, the message's LoggableID elsewhere.
 func Position(m *pubsub.Message) string {
-	var cm *sarama.ConsumerMessage
-	if m.As(&cm) && cm != nil {
-		return fmt.Sprintf("topic %s partition %d offset %d", cm.Topic, cm.Partition, cm.Offset)
+	if topic, partition, offset, ok := KafkaPosition(m); ok {
+		return fmt.Sprintf("topic %s partition %d offset %d", topic, partition, offset)
 	}
 	return m.LoggableID
 }
@@ -393,6 +425,10 @@ func KafkaPosition(m *pubsub.Message) (topic string, partition int32, offset int
 	if m.As(&cm) && cm != nil {
 		return cm.Topic, cm.Partition, cm.Offset, true
 	}
+	var r *kgo.Record
+	if m.As(&r) && r != nil {
+		return r.Topic, r.Partition, r.Offset, true
+	}
 	return "", 0, 0, false
 }
 
@@ -402,6 +438,11 @@ func (s KafkaSettings) hint(err error) string {
 	if !errors.Is(err, sarama.ErrOutOfBrokers) {
 		return ""
 	}
+	return s.reachHint()
+}
+
+// reachHint names what to check when no broker could be reached.
+func (s KafkaSettings) reachHint() string {
 	h := fmt.Sprintf(" (check that %s is reachable", strings.Join(s.Brokers, ","))
 	if s.TLS {
 		h += ", speaks TLS"

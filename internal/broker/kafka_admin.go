@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
 )
 
 // TopicSpec is a Kafka topic to create: its name and number of partitions.
@@ -75,16 +74,9 @@ func CreateKafkaTopics(ctx context.Context, s KafkaSettings, topics []TopicSpec)
 // admin returns a franz-go admin client for the cluster of s, with the same TLS and SASL
 // settings as the topics and subscriptions pubcrypt opens. The caller closes it.
 func (s KafkaSettings) admin() (*kadm.Client, error) {
-	sc, err := s.SaramaConfig() // validates s, and builds the TLS configuration once
+	opts, err := s.KgoOpts(DefaultTimeout)
 	if err != nil {
 		return nil, err
-	}
-	opts := []kgo.Opt{kgo.SeedBrokers(s.Brokers...), kgo.ClientID("pubcrypt")}
-	if sc.Net.TLS.Enable {
-		opts = append(opts, kgo.DialTLSConfig(sc.Net.TLS.Config))
-	}
-	if s.SASLMechanism == "PLAIN" {
-		opts = append(opts, kgo.SASL(plain.Auth{User: s.SASLUsername, Pass: s.SASLPassword}.AsMechanism()))
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

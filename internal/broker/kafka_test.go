@@ -164,12 +164,18 @@ func TestKafkaTLSAndSASL(t *testing.T) {
 // settings in the environment say to reach the broker.
 func roundTrip(t *testing.T, ctx context.Context, topic, group, body string) {
 	t.Helper()
-	sub, err := OpenSubscription(ctx, "kafka://"+group+"?topic="+topic+"&offset=oldest")
+	roundTripOn(t, ctx, "kafka", topic, group, body)
+}
+
+// roundTripOn is roundTrip with URLs of scheme (kafka or kgo).
+func roundTripOn(t *testing.T, ctx context.Context, scheme, topic, group, body string) {
+	t.Helper()
+	sub, err := OpenSubscription(ctx, scheme+"://"+group+"?topic="+topic+"&offset=oldest")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Shutdown(context.Background())
-	top, err := OpenTopic(ctx, "kafka://"+topic)
+	top, err := OpenTopic(ctx, scheme+"://"+topic)
 	if err != nil {
 		t.Fatal(err)
 	}

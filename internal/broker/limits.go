@@ -44,7 +44,7 @@ const base64Attr = "base64encoded"
 // get no limits: Check then accepts everything and the broker has the last word.
 func LimitsFor(scheme string) Limits {
 	switch scheme {
-	case "kafka":
+	case "kafka", "kgo":
 		// Kafka: message.max.bytes (broker) defaults to 1048588 bytes per record batch
 		// (https://kafka.apache.org/documentation/#brokerconfigs_message.max.bytes), of
 		// which the batch header takes 61. gocloud's kafkapubsub produces with sarama,
@@ -52,6 +52,8 @@ func LimitsFor(scheme string) Limits {
 		// header key + value + 10 (ProducerMessage.ByteSize) against its own
 		// Producer.MaxMessageBytes of 1 MiB. Counting that way against the broker's
 		// budget keeps a one-record batch under both. Headers have no count limit.
+		// kgo:// counts records the same way (at most the same framing) and raises
+		// franz-go's batch bound to the broker's default.
 		return Limits{Name: "Kafka", MaxTotalBytes: 1048588 - 61 - 36, EntryOverhead: 10}
 	case "gcppubsub", "gcppubsubv2":
 		// Google Pub/Sub (https://cloud.google.com/pubsub/quotas#resource_limits):

@@ -1,0 +1,263 @@
+package kgopubsub
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"gocloud.dev/gcerrors"
+	"gocloud.dev/pubsub"
+	"gocloud.dev/pubsub/batcher"
+	"gocloud.dev/pubsub/driver"
+
+	"github.com/pubcrypt/pubcrypt/fault"
+)
+
+// TopicOptions configure a topic. The zero value sends records without a key.
+type TopicOptions struct {
+	// KeyName is the metadata entry whose value becomes the record key. The entry is not
+	// sent as a header; a subscription with the same KeyName puts it back. A message
+	// without the entry gets no key.
+	KeyName string
+	// KeyField is a dotted path into a JSON object body ("user.id") whose value becomes
+	// the record key: a string's text, or a number's JSON text as written. A message
+	// whose body has no such string or number is not sent; its error is a *KeyError, a
+	// fault of the message (package fault). At most one of KeyName and KeyField is set.
+	KeyField string
+	// Linger is franz-go's ProducerLinger, for the client URLOpener builds: how long a
+	// partition's records wait for more before they are sent. Zero is the default of the
+	// batching (see BatcherOptions), negative none.
+	Linger time.Duration
+	// BatcherOptions shape gocloud's batching of Send calls into driver batches; a zero
+	// field takes the default.
+	//
+	// By default (without KeyField) one driver batch of up to 1,000 messages is in
+	// flight at a time (MaxHandlers 1): messages reach each partition in the order their
+	// Send calls reached the topic, and a batch, handed over whole, needs no linger
+	// (default 0). More handlers overlap batches, for a cluster far away, and give up
+	// that order between batches.
+	//
+	// With KeyField, each Send is a driver batch of its own (MaxBatchSize 1, up to 1,000
+	// concurrently), so that a message without the key field fails alone: gocloud gives
+	// every message of a batch the batch's error. franz-go then batches the concurrent
+	// records on the wire (default linger DefaultLinger).
+	BatcherOptions batcher.Options
+}
+
+// DefaultLinger is the linger of a topic whose Sends are single-message driver batches
+// (KeyField, or BatcherOptions.MaxBatchSize 1).
+const DefaultLinger = 5 * time.Millisecond
+
+// batching returns the effective batcher options and linger of o.
+func (o TopicOptions) batching() (batcher.Options, time.Duration) {
+	b := o.BatcherOptions
+	single := o.KeyField != "" || b.MaxBatchSize == 1
+	if b.MaxBatchSize == 0 {
+		b.MaxBatchSize = 1000
+		if single {
+			b.MaxBatchSize = 1
+		}
+	}
+	if b.MaxHandlers == 0 {
+		b.MaxHandlers = 1
+		if single {
+			b.MaxHandlers = 1000
+		}
+	}
+	l := o.Linger
+	switch {
+	case l == 0 && single:
+		l = DefaultLinger
+	case l < 0:
+		l = 0
+	}
+	return b, l
+}
+
+func (o TopicOptions) validate() error {
+	if o.KeyName != "" && o.KeyField != "" {
+		return errors.New("kgopubsub: key_name and key_field are both set; choose one")
+	}
+	if o.KeyField != "" {
+		for _, p := range strings.Split(o.KeyField, ".") {
+			if p == "" {
+				return fmt.Errorf("kgopubsub: key_field %q has an empty step", o.KeyField)
+			}
+		}
+	}
+	return nil
+}
+
+// producerOpts are the client options a topic adds before the caller's own.
+func producerOpts(o TopicOptions) []kgo.Opt {
+	_, l := o.batching()
+	return []kgo.Opt{kgo.ProducerLinger(l)}
+}
+
+// OpenTopic opens a topic that produces to topicName through cl, which the caller owns
+// and closes after the topic's Shutdown: a program can share one client between topics,
+// or with a subscription (As). Linger is cl's own (kgo.ProducerLinger); opts.Linger is
+// used only by URLOpener, which builds the client.
+func OpenTopic(cl *kgo.Client, topicName string, opts *TopicOptions) (*pubsub.Topic, error) {
+	if opts == nil {
+		opts = &TopicOptions{}
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return newTopic(cl, false, topicName, *opts), nil
+}
+
+func newTopic(cl *kgo.Client, owned bool, name string, opts TopicOptions) *pubsub.Topic {
+	t := &topic{cl: cl, owned: owned, name: name, opts: opts}
+	if opts.KeyField != "" {
+		t.keyPath = strings.Split(opts.KeyField, ".")
+	}
+	bo, _ := opts.batching()
+	return pubsub.NewTopic(t, &bo)
+}
+
+type topic struct {
+	cl      *kgo.Client
+	owned   bool // close cl on Close
+	name    string
+	opts    TopicOptions
+	keyPath []string
+}
+
+// KeyError is why a message's record key could not be taken from its body. It is a
+// fault of the message: sending it again never helps. It names the field, never a value.
+type KeyError struct {
+	Field  string
+	Reason string
+}
+
+func (e *KeyError) Error() string {
+	return fmt.Sprintf("kgopubsub: no record key: key field %q %s", e.Field, e.Reason)
+}
+
+// FaultClass is fault.Message.
+func (e *KeyError) FaultClass() fault.Class { return fault.Message }
+
+// keyFromBody returns the record key at t.keyPath in a JSON object body.
+func (t *topic) keyFromBody(body []byte) ([]byte, error) {
+	raw := json.RawMessage(body)
+	for _, step := range t.keyPath {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+			return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not found: the body is not a JSON object down to it"}
+		}
+		v, ok := obj[step]
+		if !ok {
+			return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not in the body"}
+		}
+		raw = v
+	}
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case len(raw) > 0 && raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, &KeyError{Field: t.opts.KeyField, Reason: "holds an invalid string"}
+		}
+		return []byte(s), nil
+	case len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9'):
+		return append([]byte(nil), raw...), nil
+	}
+	return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not a string or a number"}
+}
+
+// record builds the Kafka record of dm.
+func (t *topic) record(dm *driver.Message) (*kgo.Record, error) {
+	r := &kgo.Record{Topic: t.name, Value: dm.Body}
+	if t.keyPath != nil {
+		k, err := t.keyFromBody(dm.Body)
+		if err != nil {
+			return nil, err
+		}
+		r.Key = k
+	}
+	if len(dm.Metadata) > 0 {
+		r.Headers = make([]kgo.RecordHeader, 0, len(dm.Metadata))
+	}
+	for k, v := range dm.Metadata {
+		if t.opts.KeyName != "" && k == t.opts.KeyName {
+			r.Key = []byte(v)
+			continue
+		}
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	}
+	if dm.BeforeSend != nil {
+		if err := dm.BeforeSend(func(i any) bool {
+			if p, ok := i.(**kgo.Record); ok {
+				*p = r
+				return true
+			}
+			return false
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// SendBatch produces the records of dms in their order and waits for all of them; it
+// returns the first error. Nothing is produced when a record cannot be built.
+func (t *topic) SendBatch(ctx context.Context, dms []*driver.Message) error {
+	rs := make([]*kgo.Record, len(dms))
+	for i, dm := range dms {
+		r, err := t.record(dm)
+		if err != nil {
+			return err
+		}
+		rs[i] = r
+	}
+	errs := make(chan error, len(rs))
+	for _, r := range rs {
+		t.cl.Produce(ctx, r, func(_ *kgo.Record, err error) { errs <- err })
+	}
+	var first error
+	for range rs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("kgopubsub: produce to %s: %w", t.name, first)
+	}
+	for _, dm := range dms {
+		if dm.AfterSend != nil {
+			if err := dm.AfterSend(func(any) bool { return false }); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// IsRetryable is false: franz-go already retried within its delivery timeout, and its
+// idempotent producer only keeps order and avoids duplicates across its own retries.
+func (t *topic) IsRetryable(error) bool { return false }
+
+func (t *topic) As(i any) bool {
+	if p, ok := i.(**kgo.Client); ok {
+		*p = t.cl
+		return true
+	}
+	return false
+}
+
+func (t *topic) ErrorAs(err error, i any) bool          { return errorAs(err, i) }
+func (t *topic) ErrorCode(err error) gcerrors.ErrorCode { return errorCode(err) }
+
+func (t *topic) Close() error {
+	if t.owned {
+		t.cl.Close()
+	}
+	return nil
+}
