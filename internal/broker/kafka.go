@@ -415,12 +415,25 @@ func Position(m *pubsub.Message) string {
 	if topic, partition, offset, ok := KafkaPosition(m); ok {
 		return fmt.Sprintf("topic %s partition %d offset %d", topic, partition, offset)
 	}
+	if m == nil {
+		return "(none)"
+	}
 	return m.LoggableID
 }
 
 // KafkaPosition is where a message received from Kafka was in its topic; ok is false for
 // a message of another broker.
 func KafkaPosition(m *pubsub.Message) (topic string, partition int32, offset int64, ok bool) {
+	if m == nil {
+		return "", 0, 0, false
+	}
+	// pubsub.Message.As panics on a message that was not received (one a program built
+	// to send, say); such a message has no position.
+	defer func() {
+		if recover() != nil {
+			topic, partition, offset, ok = "", 0, 0, false
+		}
+	}()
 	var cm *sarama.ConsumerMessage
 	if m.As(&cm) && cm != nil {
 		return cm.Topic, cm.Partition, cm.Offset, true
