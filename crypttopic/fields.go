@@ -11,6 +11,7 @@ import (
 	"gocloud.dev/pubsub"
 
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/codec"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/keyring"
@@ -141,9 +142,11 @@ func (e *BatchError) Unwrap() []error {
 func (e *BatchError) FaultClass() fault.Class { return fault.Message }
 
 // SendBatch encrypts msgs together and sends them: the transit and deterministic fields
-// of the whole batch go to Vault in one call per key. The messages are sent concurrently,
-// so their order on the broker within one batch is not kept; use Send in sequence where
-// order matters.
+// of the whole batch go to Vault in one call per key. On kgo:// (Kafka over franz-go) the
+// batch is produced in order, so records of one partition (those of one key, for one)
+// arrive in the order of msgs. Other drivers get the messages concurrently, so their order
+// on the broker within one batch is not kept there; use Send in sequence where order
+// matters.
 //
 // It fails closed for the batch: if any message cannot be protected, none is sent. When
 // that is because of faults of single messages and nothing else failed, the error is a
@@ -169,6 +172,12 @@ func (t *Topic) SendBatch(ctx context.Context, msgs []*pubsub.Message) error {
 		}
 		t.log.WarnContext(ctx, "messages cannot be protected: batch not sent", "messages", len(msgs), "at_fault", nbad)
 		return &BatchError{Errs: errs}
+	}
+	if ok, err := broker.SendInOrder(ctx, t.topic, out); ok {
+		if err != nil {
+			return brokerFault(fmt.Errorf("crypttopic: send batch: %w", err))
+		}
+		return nil
 	}
 	errs = make([]error, len(out))
 	var wg sync.WaitGroup

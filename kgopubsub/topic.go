@@ -245,11 +245,39 @@ func (t *topic) SendBatch(ctx context.Context, dms []*driver.Message) error {
 func (t *topic) IsRetryable(error) bool { return false }
 
 func (t *topic) As(i any) bool {
-	if p, ok := i.(**kgo.Client); ok {
+	switch p := i.(type) {
+	case **kgo.Client:
 		*p = t.cl
+		return true
+	case **topic: // SendInOrder
+		*p = t
 		return true
 	}
 	return false
+}
+
+// SendInOrder sends msgs on pt, a topic this package opened, as one batch in the order
+// given, and returns once the broker has acknowledged every record or one failed: records
+// of one partition (of one key, or without a key one batch of the sticky partitioner)
+// arrive in the order of msgs, the way franz-go's idempotent producer keeps it. pubsub.Topic.Send
+// cannot promise that for concurrent calls, and calls in sequence wait for the broker
+// once per message. It goes around gocloud's batcher (and its tracing); BeforeSend and
+// AfterSend are called as by Send. ok is false, and nothing is sent, when pt is not a
+// kgopubsub topic. A message whose record key cannot be found (key_field) fails the
+// batch before anything is sent, with its *KeyError.
+func SendInOrder(ctx context.Context, pt *pubsub.Topic, msgs []*pubsub.Message) (ok bool, err error) {
+	var t *topic
+	if pt == nil || !pt.As(&t) || t == nil {
+		return false, nil
+	}
+	dms := make([]*driver.Message, len(msgs))
+	for i, m := range msgs {
+		dms[i] = &driver.Message{Body: m.Body, Metadata: m.Metadata, BeforeSend: m.BeforeSend, AfterSend: m.AfterSend}
+	}
+	if err := t.SendBatch(ctx, dms); err != nil {
+		return true, err
+	}
+	return true, nil
 }
 
 func (t *topic) ErrorAs(err error, i any) bool          { return errorAs(err, i) }

@@ -145,3 +145,11 @@ func openKgoSubscription(ctx context.Context, u *url.URL, opts Options) (*pubsub
 	o := &kgopubsub.URLOpener{Opts: kopts, SubscriptionOptions: kgopubsub.SubscriptionOptions{ReadAhead: opts.ReadAhead}}
 	return o.OpenSubscriptionURL(ctx, u)
 }
+
+// SendInOrder sends msgs on t as one batch, in order, when t's driver can
+// (kgopubsub.SendInOrder: kgo:// topics), and reports whether it could; records of one
+// partition then arrive in the order of msgs. Otherwise it sends nothing and returns
+// false: the caller sends as it would have.
+func SendInOrder(ctx context.Context, t *pubsub.Topic, msgs []*pubsub.Message) (bool, error) {
+	return kgopubsub.SendInOrder(ctx, t, msgs)
+}
