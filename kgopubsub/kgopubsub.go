@@ -31,7 +31,9 @@
 //
 // # URLs
 //
-// Topics: kgo://TOPIC?key_name=NAME or kgo://TOPIC?key_field=a.b. Subscriptions:
+// Topics: kgo://TOPIC?key_name=NAME or kgo://TOPIC?key_field=a.b, and
+// partitioner=record for partitions chosen per record (TopicOptions.Partitioner).
+// Subscriptions:
 // kgo://GROUP?topic=T1&topic=T2&offset=oldest|newest&key_name=NAME; offset is where a
 // group that has committed nothing starts (default newest). The default opener reaches
 // the brokers of the KAFKA_BROKERS environment variable (comma-separated), as
@@ -133,6 +135,8 @@ func (o *URLOpener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic
 			opts.KeyName = v[0]
 		case "key_field":
 			opts.KeyField = v[0]
+		case "partitioner":
+			opts.Partitioner = v[0]
 		default:
 			return nil, fmt.Errorf("open topic %v: invalid query parameter %q", u, param)
 		}

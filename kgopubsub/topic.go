@@ -29,6 +29,13 @@ type TopicOptions struct {
 	// whose body has no such string or number is not sent; its error is a *KeyError, a
 	// fault of the message (package fault). At most one of KeyName and KeyField is set.
 	KeyField string
+	// Partitioner is "" for Kafka's partitioning (franz-go's sticky key partitioner:
+	// murmur2 of the key like the Java client, a sticky partition per batch without one),
+	// or PartitionerRecord (URL: partitioner=record): each record goes to the partition
+	// its kgo.Record.Partition names, set by the message's BeforeSend, modulo the topic's
+	// partitions. A bridge uses it to send every record to the partition number it came
+	// from, which keeps per-key and per-partition order without reading the keys.
+	Partitioner string
 	// Linger is franz-go's ProducerLinger, for the client URLOpener builds: how long a
 	// partition's records wait for more before they are sent. Zero is the default of the
 	// batching (see BatcherOptions), negative none.
@@ -79,7 +86,13 @@ func (o TopicOptions) batching() (batcher.Options, time.Duration) {
 	return b, l
 }
 
+// PartitionerRecord is TopicOptions.Partitioner for partitions chosen by BeforeSend.
+const PartitionerRecord = "record"
+
 func (o TopicOptions) validate() error {
+	if o.Partitioner != "" && o.Partitioner != PartitionerRecord {
+		return fmt.Errorf("kgopubsub: partitioner %q: want %q or none", o.Partitioner, PartitionerRecord)
+	}
 	if o.KeyName != "" && o.KeyField != "" {
 		return errors.New("kgopubsub: key_name and key_field are both set; choose one")
 	}
@@ -96,7 +109,13 @@ func (o TopicOptions) validate() error {
 // producerOpts are the client options a topic adds before the caller's own.
 func producerOpts(o TopicOptions) []kgo.Opt {
 	_, l := o.batching()
-	return []kgo.Opt{kgo.ProducerLinger(l)}
+	opts := []kgo.Opt{kgo.ProducerLinger(l)}
+	if o.Partitioner == PartitionerRecord {
+		opts = append(opts, kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(string) func(r *kgo.Record, n int) int {
+			return func(r *kgo.Record, n int) int { return int(max(r.Partition, 0)) % n }
+		})))
+	}
+	return opts
 }
 
 // OpenTopic opens a topic that produces to topicName through cl, which the caller owns

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"time"
 
 	"gocloud.dev/pubsub"
@@ -47,6 +48,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	topicURL := fs.String("topic", "", "topic URL of the encrypted destination (required)")
 	policy := fs.String("fields", defaultFieldPolicy, "field policy, an allow-list or deny by default (default=MODE; keep=...); empty encrypts whole bodies")
 	batch := fs.Int("batch", 100, "messages protected together (one Vault call per key per batch)")
+	partition := fs.String("partition", "source", "where records go on a kgo:// destination: source (the partition number each came from, modulo the destination's: per-key and per-partition order kept without reading keys) or broker (the destination's partitioner); a destination URL with key_name, key_field or partitioner decides itself")
 	var vf vaultFlags
 	vf.register(fs)
 	var bf brokerFlags
@@ -67,6 +69,9 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	defer obs.close()
 	if err := requireFlag(fs, "sub", *subURL); err != nil {
 		return err
+	}
+	if *partition != "source" && *partition != "broker" {
+		return usagef("--partition must be source or broker, not %q", *partition)
 	}
 	if err := requireFlag(fs, "topic", *topicURL); err != nil {
 		return err
@@ -99,8 +104,12 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	opts.Keyring = kr
+	dstURL, keep := *topicURL, false
+	if *partition == "source" {
+		dstURL, keep = sourcePartitions(dstURL)
+	}
 	b := &bridger{
-		subURL: *subURL, topicURL: *topicURL, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
+		subURL: *subURL, topicURL: dstURL, keepPartition: keep, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
 		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage: outage{max: ff.maxOutage, health: obs.health},
 		each:   func(m *pubsub.Message) { countForwarded(); fmt.Fprintf(out, "encrypted %s\n", broker.Position(m)) },
@@ -137,6 +146,7 @@ func (s bridgeStats) total() int { return s.forwarded + s.deadLettered + s.skipp
 // riding out outages and applying the message-fault policy.
 type bridger struct {
 	subURL, topicURL string
+	keepPartition    bool // each record to the partition number it came from (--partition=source)
 	topicOpts        crypttopic.Options
 	broker           broker.Options
 	kr               keyring.Keyring
@@ -371,6 +381,9 @@ func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, e
 	out := make([]*pubsub.Message, len(batch))
 	for i, m := range batch {
 		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+		if b.keepPartition {
+			broker.KeepPartition(out[i], m)
+		}
 	}
 	if b.prepare != nil {
 		pf, err := b.prepare(tctx, batch, out)
@@ -461,4 +474,21 @@ func (b *bridger) reopenDst(ctx context.Context) {
 func keyService(err error) bool {
 	var ke *keyring.Error
 	return errors.As(err, &ke)
+}
+
+// sourcePartitions adds partitioner=record to a kgo:// destination whose URL does not say
+// how records are partitioned, and reports whether it did: the bridge then sends each
+// record to the partition number it came from (broker.KeepPartition).
+func sourcePartitions(rawURL string) (string, bool) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Scheme != "kgo" {
+		return rawURL, false
+	}
+	q := u.Query()
+	if q.Has("partitioner") || q.Has("key_name") || q.Has("key_field") {
+		return rawURL, false
+	}
+	q.Set("partitioner", "record")
+	u.RawQuery = q.Encode()
+	return u.String(), true
 }

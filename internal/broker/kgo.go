@@ -153,3 +153,26 @@ func openKgoSubscription(ctx context.Context, u *url.URL, opts Options) (*pubsub
 func SendInOrder(ctx context.Context, t *pubsub.Topic, msgs []*pubsub.Message) (bool, error) {
 	return kgopubsub.SendInOrder(ctx, t, msgs)
 }
+
+// KeepPartition makes out, a message sent on a kgo:// topic opened with
+// partitioner=record, go to the partition number src was received from (modulo the
+// destination's partitions): records of one source partition, so of one key, stay in one
+// destination partition, in order. For a src that was not received from Kafka it does
+// nothing; on other topics the hook has no effect. It chains out's BeforeSend.
+func KeepPartition(out, src *pubsub.Message) {
+	_, partition, _, ok := KafkaPosition(src)
+	if !ok {
+		return
+	}
+	before := out.BeforeSend
+	out.BeforeSend = func(asFunc func(any) bool) error {
+		var r *kgo.Record
+		if asFunc(&r) && r != nil {
+			r.Partition = partition
+		}
+		if before != nil {
+			return before(asFunc)
+		}
+		return nil
+	}
+}
