@@ -521,3 +521,48 @@ func TestRebalance(t *testing.T) {
 	}
 	t.Logf("%d records, %d received twice (at-least-once across the rebalances), shares %v", n, dups, share)
 }
+
+// TestRecordPartitioner: with partitioner=record each record goes to the partition its
+// BeforeSend names, modulo the topic's partitions, in the order of SendInOrder.
+func TestRecordPartitioner(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), hang)
+	defer cancel()
+	b := startKafka(t, 6, "pinned")
+	top := openTopic(t, b, "pinned", TopicOptions{Partitioner: PartitionerRecord})
+	var msgs []*pubsub.Message
+	for i := range 60 {
+		want := int32(i % 9) // 6, 7, 8 wrap to 0, 1, 2
+		msgs = append(msgs, &pubsub.Message{Body: []byte(strconv.Itoa(i)), BeforeSend: func(as func(any) bool) error {
+			var r *kgo.Record
+			if as(&r) {
+				r.Partition = want
+			}
+			return nil
+		}})
+	}
+	if ok, err := SendInOrder(ctx, top, msgs); !ok || err != nil {
+		t.Fatalf("SendInOrder = %v, %v", ok, err)
+	}
+	rs, err := b.ReadRaw(ctx, "pinned", len(msgs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[int32]int{}
+	for _, r := range rs {
+		i, _ := strconv.Atoi(string(r.Value))
+		if want := int32(i%9) % 6; r.Partition != want {
+			t.Errorf("record %d on partition %d, want %d", i, r.Partition, want)
+		}
+		if prev, ok := last[r.Partition]; ok && i < prev {
+			t.Errorf("partition %d: record %d after %d", r.Partition, i, prev)
+		}
+		last[r.Partition] = i
+	}
+	if err := (TopicOptions{Partitioner: "random"}).validate(); err == nil {
+		t.Error("an unknown partitioner was accepted")
+	}
+	var other *pubsub.Topic
+	if ok, _ := SendInOrder(ctx, other, msgs); ok {
+		t.Error("SendInOrder claimed a nil topic")
+	}
+}
