@@ -346,6 +346,19 @@ func openKafkaSubscription(u *url.URL, opts Options) (*pubsub.Subscription, erro
 	if err := s.requireTopics(o.Config, u.Query()["topic"]); err != nil {
 		return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
 	}
+	// key_name, as on kafka:// topics and kgo:// subscriptions: the record key goes back
+	// into the metadata entry the sender took it from, so that the envelope, which
+	// authenticated that entry, verifies (kafkapubsub's URL has no such parameter).
+	if q := u.Query(); q.Has("key_name") {
+		if len(q["key_name"]) != 1 || q.Get("key_name") == "" {
+			return nil, fmt.Errorf("open subscription %s: key_name wants one metadata key", redact(u))
+		}
+		o.SubscriptionOptions.KeyName = q.Get("key_name")
+		q.Del("key_name")
+		stripped := *u
+		stripped.RawQuery = q.Encode()
+		u = &stripped
+	}
 	sub, err := o.OpenSubscriptionURL(context.Background(), u)
 	if err != nil {
 		return nil, fmt.Errorf("open subscription %s on %s: %w%s", redact(u), strings.Join(s.Brokers, ","), err, s.hint(err))
