@@ -1,9 +1,7 @@
 package kgopubsub
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"gocloud.dev/pubsub/driver"
 
 	"github.com/pubcrypt/pubcrypt/fault"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 )
 
 // TopicOptions configure a topic. The zero value sends records without a key.
@@ -165,28 +164,16 @@ func (e *KeyError) FaultClass() fault.Class { return fault.Message }
 
 // keyFromBody returns the record key at t.keyPath in a JSON object body.
 func (t *topic) keyFromBody(body []byte) ([]byte, error) {
-	raw := json.RawMessage(body)
-	for _, step := range t.keyPath {
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-			return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not found: the body is not a JSON object down to it"}
-		}
-		v, ok := obj[step]
-		if !ok {
-			return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not in the body"}
-		}
-		raw = v
-	}
-	raw = bytes.TrimSpace(raw)
-	switch {
-	case len(raw) > 0 && raw[0] == '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, &KeyError{Field: t.opts.KeyField, Reason: "holds an invalid string"}
-		}
-		return []byte(s), nil
-	case len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9'):
-		return append([]byte(nil), raw...), nil
+	v, problem := wire.ScalarAt(body, t.keyPath)
+	switch problem {
+	case wire.ScalarFound:
+		return []byte(v), nil
+	case wire.ScalarNotObject:
+		return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not found: the body is not a JSON object down to it"}
+	case wire.ScalarMissing:
+		return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not in the body"}
+	case wire.ScalarBadString:
+		return nil, &KeyError{Field: t.opts.KeyField, Reason: "holds an invalid string"}
 	}
 	return nil, &KeyError{Field: t.opts.KeyField, Reason: "is not a string or a number"}
 }

@@ -52,14 +52,9 @@ func runForget(ctx context.Context, args []string, out io.Writer) error {
 			return usagef("subject %d is empty", i+1)
 		}
 	}
-	hopts := &slog.HandlerOptions{Level: slog.LevelInfo}
-	switch *logFormat {
-	case "text":
-		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, hopts)))
-	case "json":
-		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, hopts)))
-	default:
-		return usagef("--log-format must be text or json, not %q", *logFormat)
+	// Info: the audit events ("subject forgotten") are the point of the log here.
+	if err := setLogger(*logFormat, slog.LevelInfo); err != nil {
+		return err
 	}
 	kr, err := vf.vault()
 	if err != nil {

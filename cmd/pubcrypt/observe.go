@@ -39,6 +39,21 @@ func (o *obsFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quiet, "quiet", false, "log errors only (no warnings such as outages and skipped messages)")
 }
 
+// setLogger makes the process's logger write format (--log-format: text or json) on
+// stderr, from level up.
+func setLogger(format string, level slog.Level) error {
+	hopts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, hopts)))
+	case "json":
+		slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, hopts)))
+	default:
+		return usagef("--log-format must be text or json, not %q", format)
+	}
+	return nil
+}
+
 // start sets the process's logger from --log-format and --quiet and, with --listen, serves
 // the metrics and health endpoints until close. The command tells the observer when it
 // has started (ready) and, through its outage, when Vault or the broker fails.
@@ -47,17 +62,9 @@ func (o *obsFlags) start(name string) (*observer, error) {
 	if o.quiet {
 		level = slog.LevelError
 	}
-	hopts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler
-	switch o.logFormat {
-	case "text":
-		h = slog.NewTextHandler(os.Stderr, hopts)
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, hopts)
-	default:
-		return nil, usagef("--log-format must be text or json, not %q", o.logFormat)
+	if err := setLogger(o.logFormat, level); err != nil {
+		return nil, err
 	}
-	slog.SetDefault(slog.New(h))
 	obs := &observer{health: &health{state: "starting: checking Vault and the broker"}}
 	if o.listen == "" {
 		return obs, nil
@@ -83,7 +90,7 @@ func (o *obsFlags) start(name string) (*observer, error) {
 		// the system chose).
 		r := slog.NewRecord(time.Now(), slog.LevelInfo, "serving /metrics, /healthz and /readyz", 0)
 		r.AddAttrs(slog.String("command", name), slog.String("addr", obs.addr))
-		_ = h.Handle(context.Background(), r)
+		_ = slog.Default().Handler().Handle(context.Background(), r)
 	}
 	return obs, nil
 }

@@ -1,7 +1,6 @@
 package fields
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -944,25 +943,12 @@ func (src *subjectSource) subjectOf(in *Input) (string, error) {
 		}
 		return v, nil
 	}
-	raw := json.RawMessage(in.Body)
-	for _, k := range src.keys {
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &obj); err != nil {
-			return "", fmt.Errorf("%w: no value at %q", ErrSubject, strings.Join(src.keys, "."))
-		}
-		var ok bool
-		if raw, ok = obj[k]; !ok {
-			return "", fmt.Errorf("%w: no value at %q", ErrSubject, strings.Join(src.keys, "."))
-		}
-	}
-	raw = bytes.TrimSpace(raw)
-	if len(raw) > 0 && raw[0] == '"' {
-		var v string
-		if err := json.Unmarshal(raw, &v); err == nil && v != "" {
-			return v, nil
-		}
-	} else if len(raw) > 0 && (raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9') {
-		return string(raw), nil
+	v, problem := wire.ScalarAt(in.Body, src.keys)
+	switch {
+	case problem == wire.ScalarNotObject || problem == wire.ScalarMissing:
+		return "", fmt.Errorf("%w: no value at %q", ErrSubject, strings.Join(src.keys, "."))
+	case problem == wire.ScalarFound && v != "":
+		return v, nil
 	}
 	return "", fmt.Errorf("%w: the value at %q is not a non-empty JSON string or a number", ErrSubject, strings.Join(src.keys, "."))
 }

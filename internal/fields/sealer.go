@@ -86,11 +86,16 @@ func (s *Sealer) takeRange(ctx context.Context, sizes []int) (*keyring.DataKey, 
 	if s.dk == nil {
 		return nil, 0, errors.New("fields: Sealer has no DataKeys")
 	}
+	return takeFrom(ctx, s.dk, sizes)
+}
+
+// takeFrom is takeRange under the data keys dk (a subject's, say).
+func takeFrom(ctx context.Context, dk *keyring.DataKeys, sizes []int) (*keyring.DataKey, uint64, error) {
 	total := 0
 	for _, n := range sizes {
 		total += n
 	}
-	return s.dk.TakeN(ctx, len(sizes), total)
+	return dk.TakeN(ctx, len(sizes), total)
 }
 
 // CheckPolicy reports whether p can be used with this Sealer: a valid policy, a key for
@@ -434,11 +439,7 @@ func (s *Sealer) Protect(ctx context.Context, msgs []Input) ([]Output, error) {
 					return fmt.Errorf("data keys of subject key %s: %w", p.skey, err)
 				}
 				reserve = func(ctx context.Context, sizes []int) (*keyring.DataKey, uint64, error) {
-					total := 0
-					for _, n := range sizes {
-						total += n
-					}
-					return dk.TakeN(ctx, len(sizes), total)
+					return takeFrom(ctx, dk, sizes)
 				}
 			}
 			key, seq0, err := reserve(ctx, sizes)
