@@ -234,8 +234,14 @@ func (t *Transactor) Abort(ctx context.Context) error {
 	return nil
 }
 
+// Fenced reports whether err says that another member took over the transactional ID
+// (ErrFenced, or the broker's PRODUCER_FENCED or INVALID_PRODUCER_EPOCH on a produce).
+func Fenced(err error) bool {
+	return errors.Is(err, ErrFenced) || errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)
+}
+
 func (t *Transactor) endError(verb string, err error) error {
-	if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
+	if Fenced(err) && !errors.Is(err, ErrFenced) {
 		return fmt.Errorf("kgopubsub: %s transaction of group %s: %w (%w)", verb, t.group, ErrFenced, err)
 	}
 	return fmt.Errorf("kgopubsub: %s transaction of group %s: %w", verb, t.group, err)

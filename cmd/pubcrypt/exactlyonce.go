@@ -12,6 +12,7 @@ import (
 	"gocloud.dev/pubsub"
 
 	"github.com/pubcrypt/pubcrypt/crypttopic"
+	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/kgopubsub"
 )
@@ -154,8 +155,9 @@ func (b *bridger) runTx(ctx context.Context) (bridgeStats, error) {
 			st.deadLettered += done.deadLettered
 			st.skipped += done.skipped
 			b.outage.over()
-		case errors.Is(err, kgopubsub.ErrFenced):
-			return st, fmt.Errorf("another bridge took over transactional ID %q (give each instance its own --transactional-id): %w", b.txID, err)
+		case kgopubsub.Fenced(err):
+			// A fault of the setting (two instances, one ID), to mend before running again.
+			return st, fault.Mark(fmt.Errorf("another bridge took over transactional ID %q (give each instance its own --transactional-id): %w", b.txID, err), fault.Environment)
 		case errors.Is(err, errRetryBatch):
 			// Aborted: the batch is read again, from the committed offsets.
 		default:
@@ -191,7 +193,11 @@ func (b *bridger) forwardTx(ctx context.Context, batch []*pubsub.Message) (bridg
 	wctx, release := drainContext(ctx)
 	defer release()
 	abort := func(what string, cause error) error {
-		if err := b.tx.Abort(wctx); err != nil {
+		aerr := b.tx.Abort(wctx)
+		if kgopubsub.Fenced(cause) || kgopubsub.Fenced(aerr) {
+			return fmt.Errorf("%w: %w", kgopubsub.ErrFenced, cause) // opening again would fence the other
+		}
+		if aerr != nil {
 			b.closeTx() // opened again by the next round
 		}
 		if ctx.Err() != nil {
@@ -225,7 +231,7 @@ func (b *bridger) forwardTx(ctx context.Context, batch []*pubsub.Message) (bridg
 	}
 	committed, err := b.tx.Commit(wctx)
 	if err != nil {
-		if errors.Is(err, kgopubsub.ErrFenced) {
+		if kgopubsub.Fenced(err) {
 			return st, err
 		}
 		b.closeTx()

@@ -339,3 +339,43 @@ func TestEncryptExactlyOnceRidesOutVaultCut(t *testing.T) {
 		t.Fatalf("want exactly %d records in order, once each", n)
 	}
 }
+
+// TestEncryptExactlyOnceFencesTwin: a second bridge started under the first one's
+// transactional ID takes over: the first stops with exit status 3 naming the ID (it does
+// not open again, which would fence the second in turn), and the records still arrive
+// once each. Real Vault, kfake.
+func TestEncryptExactlyOnceFencesTwin(t *testing.T) {
+	const n, keys = 3000, 50
+	env := startVault(t)
+	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
+	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 59, n, keys)...); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"encrypt", "--exactly-once", "--transactional-id", "twin", "--idle", "30s",
+		"--sub", "kgo://enc?topic=" + topicPlain + "&offset=oldest", "--topic", "kgo://" + topicEncrypted}
+	first := startCLI(t, cliEnv, args...)
+	first.waitLines("encrypted ", 300, 2*time.Minute)
+	second := startCLI(t, cliEnv, args...)
+	code, _ := first.wait(2 * time.Minute)
+	t.Logf("first bridge: exit %d: %s", code, lastLine(first.stderr.String()))
+	if code != exitEnvironment || !strings.Contains(first.stderr.String(), `transactional ID "twin"`) {
+		t.Fatalf("first bridge: exit %d, want %d naming the ID\n%s", code, exitEnvironment, tail(first.stderr.String()))
+	}
+	if code, _ := second.wait(3 * time.Minute); code != exitOK {
+		t.Fatalf("second bridge: exit %d\n%s", code, tail(second.stderr.String()))
+	}
+	got := readEncrypted(ctx, t, env, "twin-check", topicEncrypted, n)
+	t.Logf("read_committed: %d distinct of %d, %d duplicates, %d order inversions per key",
+		len(got.seen), n, got.duplicates(), got.inversions)
+	if len(got.seen) != n || got.duplicates() != 0 || got.inversions != 0 {
+		t.Fatalf("want exactly %d records in order, once each", n)
+	}
+}
