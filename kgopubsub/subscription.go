@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -300,6 +301,17 @@ func (s *subscription) message(e *entry) *driver.Message {
 	return recordMessage(e.rec, s.opts.KeyName, e)
 }
 
+// loggableID is "topic/partition@offset".
+func loggableID(r *kgo.Record) string {
+	b := make([]byte, 0, len(r.Topic)+24)
+	b = append(b, r.Topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(r.Partition), 10)
+	b = append(b, '@')
+	b = strconv.AppendInt(b, r.Offset, 10)
+	return string(b)
+}
+
 // recordMessage is the driver message of r: its value, its headers as metadata (and its
 // key as the entry keyName, if set), and ackID. As reaches r, and an *entry ackID.
 func recordMessage(r *kgo.Record, keyName string, ackID driver.AckID) *driver.Message {
@@ -315,7 +327,7 @@ func recordMessage(r *kgo.Record, keyName string, ackID driver.AckID) *driver.Me
 	}
 	return &driver.Message{
 		// Not the key: a record key may be personal data, and LoggableIDs reach logs.
-		LoggableID: fmt.Sprintf("%s/%d@%d", r.Topic, r.Partition, r.Offset),
+		LoggableID: loggableID(r),
 		Body:       r.Value,
 		Metadata:   md,
 		AckID:      ackID,

@@ -118,6 +118,19 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 	var refs []int
 	var envs []*envelope.Envelope // of the field-level messages, for their key versions
 	var outage error
+	// The messages of a batch are mostly under one data key: the last one is reused
+	// without a cache lookup.
+	var last *keyring.DataKey
+	get := func(keyID, wrapped string) (*keyring.DataKey, error) {
+		if last != nil && last.KeyID == keyID && last.Wrapped == wrapped {
+			return last, nil
+		}
+		k, err := o.keys.Get(ctx, keyID, wrapped)
+		if err == nil {
+			last = k
+		}
+		return k, err
+	}
 	for i, m := range msgs {
 		if fields.IsFields(m.Metadata) {
 			info, env := fieldsInfo(m)
@@ -131,7 +144,7 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 			infos[i], errs[i] = o.openCached(m, outage)
 			continue
 		}
-		infos[i], errs[i] = o.open(ctx, m)
+		infos[i], errs[i] = o.openBody(m, get)
 		if errs[i] != nil && fault.ClassOf(errs[i]) == fault.Environment {
 			outage = errs[i]
 		}
