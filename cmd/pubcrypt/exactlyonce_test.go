@@ -102,12 +102,12 @@ func readEncrypted(ctx context.Context, t *testing.T, env *faultEnv, group, topi
 	}
 }
 
-// countRecords counts the records of topic a read_uncommitted client sees: those of
-// aborted transactions included.
-func countRecords(ctx context.Context, t *testing.T, kafka *devkafka.Broker, topic string) int {
+// countRecords counts the records of topic a client of isolation level iso sees (with
+// read_uncommitted, those of aborted transactions too).
+func countRecords(ctx context.Context, t *testing.T, kafka *devkafka.Broker, topic string, iso kgo.IsolationLevel) int {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(kafka.Addrs...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadUncommitted()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(iso))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func TestEncryptExactlyOnceSurvivesKills(t *testing.T) {
 	t.Logf("last bridge: %s", lastLine(last.stdout.String()))
 
 	got := readEncrypted(ctx, t, env, "eos-check", topicEncrypted, n)
-	written := countRecords(ctx, t, kafka, topicEncrypted)
+	written := countRecords(ctx, t, kafka, topicEncrypted, kgo.ReadUncommitted())
 	t.Logf("read_committed: %d distinct of %d, %d duplicates, %d order inversions per key; "+
 		"records written to the topic (read_uncommitted, aborted included): %d",
 		len(got.seen), n, got.duplicates(), got.inversions, written)
@@ -377,5 +377,41 @@ func TestEncryptExactlyOnceFencesTwin(t *testing.T) {
 		len(got.seen), n, got.duplicates(), got.inversions)
 	if len(got.seen) != n || got.duplicates() != 0 || got.inversions != 0 {
 		t.Fatalf("want exactly %d records in order, once each", n)
+	}
+}
+
+// TestEncryptExactlyOnceDeadLetters: under --exactly-once the dead letters of a batch are
+// written in its transaction, on the same client. 40 records of which 4 are not JSON:
+// 36 encrypted and 4 dead-lettered, read committed, each once. Real Vault, kfake.
+func TestEncryptExactlyOnceDeadLetters(t *testing.T) {
+	const n = 40
+	env := startVault(t)
+	kafka := startKafka(t, topicPlain, topicEncrypted, "purchases_dead_letter")
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	recs := keyedPurchases(topicPlain, 61, n, 5)
+	for i := 5; i < n; i += 10 {
+		recs[i].Value = []byte("not json")
+	}
+	if err := kafka.ProduceRaw(ctx, recs...); err != nil {
+		t.Fatal(err)
+	}
+	p := startCLI(t, cliEnv, "encrypt", "--exactly-once", "--transactional-id", "dl", "--max", fmt.Sprint(n),
+		"--on-message-fault", "dead-letter", "--dead-letter", "kgo://purchases_dead_letter",
+		"--sub", "kgo://enc?topic="+topicPlain+"&offset=oldest", "--topic", "kgo://"+topicEncrypted)
+	if code, _ := p.wait(time.Minute); code != exitOK {
+		t.Fatalf("encrypt: exit %d\n%s", code, tail(p.stderr.String()))
+	}
+	summary := lastLine(p.stdout.String())
+	t.Logf("encrypt: %s", summary)
+	if !strings.Contains(summary, "36 message(s) encrypted") || !strings.Contains(summary, "4 dead-lettered") {
+		t.Fatalf("summary: %s", summary)
+	}
+	enc := countRecords(ctx, t, kafka, topicEncrypted, kgo.ReadCommitted())
+	dl := countRecords(ctx, t, kafka, "purchases_dead_letter", kgo.ReadCommitted())
+	t.Logf("read committed: %d encrypted, %d dead letters", enc, dl)
+	if enc != 36 || dl != 4 {
+		t.Fatalf("read committed: %d encrypted, %d dead letters; want 36 and 4", enc, dl)
 	}
 }
