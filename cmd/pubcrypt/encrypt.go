@@ -49,6 +49,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	policy := fs.String("fields", defaultFieldPolicy, "field policy, an allow-list or deny by default (default=MODE; keep=...); empty encrypts whole bodies")
 	batch := fs.Int("batch", 100, "messages protected together (one Vault call per key per batch)")
 	partition := fs.String("partition", "source", "where records go on a kgo:// destination: source (the partition number each came from, modulo the destination's: per-key and per-partition order kept without reading keys) or broker (the destination's partitioner); a destination URL with key_name, key_field or partitioner decides itself")
+	recordKey := fs.String("record-key", recordKeyDeterministic, "the source record's Kafka key on a Kafka destination: deterministic (encrypted, equal keys give equal record keys, so partitioning and compaction work; consumers read it with key_name=key, or the destination URL's key_name), clear (readable on the broker, authenticated) or drop (no key)")
 	var vf vaultFlags
 	vf.register(fs)
 	var bf brokerFlags
@@ -108,8 +109,12 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	if *partition == "source" {
 		dstURL, keep = sourcePartitions(dstURL)
 	}
+	dstURL, keyEntry, err := recordKeyDestination(dstURL, *recordKey, &opts)
+	if err != nil {
+		return err
+	}
 	b := &bridger{
-		subURL: *subURL, topicURL: dstURL, keepPartition: keep, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
+		subURL: *subURL, topicURL: dstURL, keepPartition: keep, keyEntry: keyEntry, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
 		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage: outage{max: ff.maxOutage, health: obs.health},
 		each:   func(m *pubsub.Message) { countForwarded(); fmt.Fprintf(out, "encrypted %s\n", broker.Position(m)) },
@@ -146,7 +151,8 @@ func (s bridgeStats) total() int { return s.forwarded + s.deadLettered + s.skipp
 // riding out outages and applying the message-fault policy.
 type bridger struct {
 	subURL, topicURL string
-	keepPartition    bool // each record to the partition number it came from (--partition=source)
+	keepPartition    bool   // each record to the partition number it came from (--partition=source)
+	keyEntry         string // the entry that carries each source record's key (--record-key), "" for none
 	topicOpts        crypttopic.Options
 	broker           broker.Options
 	kr               keyring.Keyring
@@ -380,7 +386,7 @@ func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, e
 	idx := make([]int, len(batch)) // position in batch of each message still to send
 	out := make([]*pubsub.Message, len(batch))
 	for i, m := range batch {
-		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: withRecordKey(m, b.keyEntry)}
 		if b.keepPartition {
 			broker.KeepPartition(out[i], m)
 		}

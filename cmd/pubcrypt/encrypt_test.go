@@ -219,7 +219,7 @@ func TestEncryptKeepsPerKeyOrder(t *testing.T) {
 		t.Fatalf("encrypt: exit %d\n%s", code, tail(p.stderr.String()))
 	}
 	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
-	sub, err := cryptsub.Open(ctx, "kgo://order-check?topic="+topicEncrypted+"&offset=oldest", cryptsub.Options{Keyring: env.keyring(t)})
+	sub, err := cryptsub.Open(ctx, "kgo://order-check?topic="+topicEncrypted+"&offset=oldest&key_name=key", cryptsub.Options{Keyring: env.keyring(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
