@@ -73,8 +73,9 @@ type Options struct {
 	Broker string
 	// RecordKey names the metadata entry that is the Kafka record key and how it travels:
 	// protected deterministically unless Mode says RecordKeyClear. Open fills it from a
-	// kgo:// or kafka:// URL's key_name, key_field and record_key; with New, set it (or
-	// use RecordKeyFromURL) whenever the topic was opened with key_name.
+	// kgo:// or kafka:// URL's key_name, key_field and record_key; New reads a kgo://
+	// topic's key_name from the driver, but not a kafka:// one's: set it (or use
+	// RecordKeyFromURL) whenever such a topic was opened with key_name.
 	RecordKey RecordKey
 }
 
@@ -135,6 +136,17 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	}
 	if fkeys.FPE == "" {
 		fkeys.FPE = DefaultFieldKeys.FPE
+	}
+	// A kgo:// topic opened with key_name sends that entry as the record key: protect it
+	// unless told otherwise, also when the URL did not pass through Open. Its key_field
+	// would read the sealed body, which is refused.
+	if name, field, ok := broker.KeyNaming(t); ok {
+		if field != "" {
+			return nil, errors.New("crypttopic: the kgo:// topic takes its record key from key_field, which would read the sealed body; open it with key_name=ENTRY and set Options.RecordKey.Field (Open does that for a URL with key_field)")
+		}
+		if opts.RecordKey.Entry == "" {
+			opts.RecordKey.Entry = name
+		}
 	}
 	rk, err := opts.RecordKey.codec(fkeys.Deterministic)
 	if err != nil {

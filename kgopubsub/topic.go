@@ -289,6 +289,17 @@ func SendInOrder(ctx context.Context, pt *pubsub.Topic, msgs []*pubsub.Message) 
 	return true, nil
 }
 
+// KeyNaming returns the KeyName and KeyField pt was opened with, and false when pt is not
+// a kgopubsub topic: a sender that protects record keys learns that the topic sends an
+// entry, or a body field, as the record key.
+func KeyNaming(pt *pubsub.Topic) (keyName, keyField string, ok bool) {
+	var t *topic
+	if pt == nil || !pt.As(&t) || t == nil {
+		return "", "", false
+	}
+	return t.opts.KeyName, t.opts.KeyField, true
+}
+
 func (t *topic) ErrorAs(err error, i any) bool          { return errorAs(err, i) }
 func (t *topic) ErrorCode(err error) gcerrors.ErrorCode { return errorCode(err) }
 
