@@ -25,6 +25,7 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	devkafka.ServeChildIfAsked() // a benchmark's broker in its own process
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	srv, err := devvault.Start(ctx, devvault.Options{Keys: []string{transitKey}})
 	cancel()

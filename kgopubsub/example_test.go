@@ -3,6 +3,7 @@ package kgopubsub_test
 import (
 	"context"
 	"log"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"gocloud.dev/pubsub"
@@ -64,4 +65,47 @@ func ExampleOpenSubscription() {
 		log.Fatal(err)
 	}
 	m.Ack()
+}
+
+// Exactly once: each batch is polled, transformed and produced in one transaction that
+// also commits the group's offsets after it. A batch that fails is aborted and polled
+// again; consumers reading committed records (the default) never see it twice.
+func ExampleTransactor() {
+	ctx := context.Background()
+	opts := []kgo.Opt{kgo.SeedBrokers("127.0.0.1:9092")}
+	tx, err := kgopubsub.OpenTransactor(opts, "bridge", []string{"purchases"}, &kgopubsub.TransactOptions{
+		TransactionalID: "bridge-0", // one per instance, kept across its restarts
+		Subscription:    kgopubsub.SubscriptionOptions{Oldest: true},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer tx.Close()
+	top, err := tx.OpenTopic("purchases_copy", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer top.Shutdown(ctx)
+	for {
+		ms, err := tx.Poll(ctx, 100, 50*time.Millisecond)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := tx.Begin(); err != nil {
+			log.Fatal(err)
+		}
+		out := make([]*pubsub.Message, len(ms))
+		for i, m := range ms {
+			out[i] = &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+		}
+		if _, err := kgopubsub.SendInOrder(ctx, top, out); err != nil {
+			if err := tx.Abort(ctx); err != nil { // the batch is polled again
+				log.Fatal(err)
+			}
+			continue
+		}
+		if _, err := tx.Commit(ctx); err != nil { // not committed: polled again
+			log.Fatal(err)
+		}
+	}
 }

@@ -34,8 +34,9 @@
 // Topics: kgo://TOPIC?key_name=NAME or kgo://TOPIC?key_field=a.b, and
 // partitioner=record for partitions chosen per record (TopicOptions.Partitioner).
 // Subscriptions:
-// kgo://GROUP?topic=T1&topic=T2&offset=oldest|newest&key_name=NAME; offset is where a
-// group that has committed nothing starts (default newest). The default opener reaches
+// kgo://GROUP?topic=T1&topic=T2&offset=oldest|newest&key_name=NAME&isolation=read_committed|read_uncommitted;
+// offset is where a group that has committed nothing starts (default newest); isolation
+// is Kafka's (default read_committed: records of aborted transactions are never seen). The default opener reaches
 // the brokers of the KAFKA_BROKERS environment variable (comma-separated), as
 // kafkapubsub's does; a program that needs TLS or SASL sets URLOpener.Opts and
 // registers its own opener, or uses the constructors.
@@ -47,8 +48,12 @@
 //   - Message: **kgo.Record (received messages); BeforeSend: **kgo.Record
 //   - Error: *kerr.Error, *kgo.ErrGroupSession, *KeyError
 //
-// The transactional (exactly-once) bridge is not here yet; the design keeps one client
-// per subscription reachable through As, so that a producer can share it.
+// # Exactly once
+//
+// A Transactor (OpenTransactor) is a group member that consumes and produces in Kafka
+// transactions: what it produces for a batch of records and the offsets after them are
+// committed together or not at all, so a read_committed consumer of its output sees each
+// input record's result exactly once across crashes and rebalances.
 package kgopubsub
 
 import (
@@ -125,10 +130,23 @@ type URLOpener struct {
 
 // OpenTopicURL opens the topic named by u's host and path.
 func (o *URLOpener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic, error) {
+	name, opts, err := o.topicURL(u)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(producerOpts(opts), o.Opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("open topic %v: %w", u, err)
+	}
+	return newTopic(cl, true, name, opts), nil
+}
+
+// topicURL returns the topic name and options of a topic URL.
+func (o *URLOpener) topicURL(u *url.URL) (string, TopicOptions, error) {
 	opts := o.TopicOptions
 	for param, v := range u.Query() {
 		if len(v) != 1 || v[0] == "" {
-			return nil, fmt.Errorf("open topic %v: invalid query parameter %q", u, param)
+			return "", opts, fmt.Errorf("open topic %v: invalid query parameter %q", u, param)
 		}
 		switch param {
 		case "key_name":
@@ -138,22 +156,26 @@ func (o *URLOpener) OpenTopicURL(ctx context.Context, u *url.URL) (*pubsub.Topic
 		case "partitioner":
 			opts.Partitioner = v[0]
 		default:
-			return nil, fmt.Errorf("open topic %v: invalid query parameter %q", u, param)
+			return "", opts, fmt.Errorf("open topic %v: invalid query parameter %q", u, param)
 		}
 	}
-	name := path.Join(u.Host, u.Path)
 	if err := opts.validate(); err != nil {
-		return nil, fmt.Errorf("open topic %v: %w", u, err)
+		return "", opts, fmt.Errorf("open topic %v: %w", u, err)
 	}
-	cl, err := kgo.NewClient(append(producerOpts(opts), o.Opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("open topic %v: %w", u, err)
-	}
-	return newTopic(cl, true, name, opts), nil
+	return path.Join(u.Host, u.Path), opts, nil
 }
 
 // OpenSubscriptionURL opens a member of the group named by u's host and path.
 func (o *URLOpener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsub.Subscription, error) {
+	group, topics, opts, err := o.subscriptionURL(u)
+	if err != nil {
+		return nil, err
+	}
+	return OpenSubscription(o.Opts, group, topics, &opts)
+}
+
+// subscriptionURL returns the group, topics and options of a subscription URL.
+func (o *URLOpener) subscriptionURL(u *url.URL) (string, []string, SubscriptionOptions, error) {
 	opts := o.SubscriptionOptions
 	var topics []string
 	for param, v := range u.Query() {
@@ -163,7 +185,7 @@ func (o *URLOpener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsu
 			continue
 		}
 		if len(v) != 1 || v[0] == "" {
-			return nil, fmt.Errorf("open subscription %v: invalid query parameter %q", u, param)
+			return "", nil, opts, fmt.Errorf("open subscription %v: invalid query parameter %q", u, param)
 		}
 		switch param {
 		case "offset":
@@ -173,13 +195,22 @@ func (o *URLOpener) OpenSubscriptionURL(ctx context.Context, u *url.URL) (*pubsu
 			case "newest":
 				opts.Oldest = false
 			default:
-				return nil, fmt.Errorf("open subscription %v: offset %q is not oldest or newest", u, v[0])
+				return "", nil, opts, fmt.Errorf("open subscription %v: offset %q is not oldest or newest", u, v[0])
+			}
+		case "isolation":
+			switch v[0] {
+			case "read_committed":
+				opts.ReadUncommitted = false
+			case "read_uncommitted":
+				opts.ReadUncommitted = true
+			default:
+				return "", nil, opts, fmt.Errorf("open subscription %v: isolation %q is not read_committed or read_uncommitted", u, v[0])
 			}
 		case "key_name":
 			opts.KeyName = v[0]
 		default:
-			return nil, fmt.Errorf("open subscription %v: invalid query parameter %q", u, param)
+			return "", nil, opts, fmt.Errorf("open subscription %v: invalid query parameter %q", u, param)
 		}
 	}
-	return OpenSubscription(o.Opts, path.Join(u.Host, u.Path), topics, &opts)
+	return path.Join(u.Host, u.Path), topics, opts, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +37,11 @@ type SubscriptionOptions struct {
 	// Oldest starts a group that has committed nothing on a partition at its oldest
 	// record instead of its newest.
 	Oldest bool
+	// ReadUncommitted reads the records of open and aborted transactions too (Kafka's
+	// read_uncommitted). By default a subscription reads committed records only
+	// (read_committed), as a consumer of a transactional producer's topic must; on a topic
+	// written without transactions the two are the same.
+	ReadUncommitted bool
 	// ReadAhead bounds the records fetched and not yet received; zero means
 	// DefaultReadAhead.
 	ReadAhead int
@@ -99,6 +105,7 @@ func openSubscription(opts []kgo.Opt, group string, topics []string, so *Subscri
 		reset = kgo.NewOffset().AtStart()
 	}
 	all := append(slices.Clip(opts),
+		kgo.FetchIsolationLevel(isolation(so.ReadUncommitted)),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topics...),
 		kgo.ConsumeResetOffset(reset),
@@ -116,6 +123,13 @@ func openSubscription(opts []kgo.Opt, group string, topics []string, so *Subscri
 	go s.pollLoop()
 	go s.commitLoop()
 	return s, nil
+}
+
+func isolation(uncommitted bool) kgo.IsolationLevel {
+	if uncommitted {
+		return kgo.ReadUncommitted()
+	}
+	return kgo.ReadCommitted()
 }
 
 type tp struct {
@@ -284,28 +298,48 @@ func (s *subscription) takeLocked(max int) []*driver.Message {
 }
 
 func (s *subscription) message(e *entry) *driver.Message {
-	r := e.rec
+	return recordMessage(e.rec, s.opts.KeyName, e)
+}
+
+// loggableID is "topic/partition@offset".
+func loggableID(r *kgo.Record) string {
+	b := make([]byte, 0, len(r.Topic)+24)
+	b = append(b, r.Topic...)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, int64(r.Partition), 10)
+	b = append(b, '@')
+	b = strconv.AppendInt(b, r.Offset, 10)
+	return string(b)
+}
+
+// recordMessage is the driver message of r: its value, its headers as metadata (and its
+// key as the entry keyName, if set), and ackID. As reaches r, and an *entry ackID.
+func recordMessage(r *kgo.Record, keyName string, ackID driver.AckID) *driver.Message {
 	var md map[string]string
-	if len(r.Headers) > 0 || s.opts.KeyName != "" && r.Key != nil {
+	if len(r.Headers) > 0 || keyName != "" && r.Key != nil {
 		md = make(map[string]string, len(r.Headers)+1)
 	}
 	for _, h := range r.Headers {
 		md[h.Key] = string(h.Value) // a repeated key: the last wins
 	}
-	if s.opts.KeyName != "" && r.Key != nil {
-		md[s.opts.KeyName] = string(r.Key)
+	if keyName != "" && r.Key != nil {
+		md[keyName] = string(r.Key)
 	}
 	return &driver.Message{
 		// Not the key: a record key may be personal data, and LoggableIDs reach logs.
-		LoggableID: fmt.Sprintf("%s/%d@%d", r.Topic, r.Partition, r.Offset),
+		LoggableID: loggableID(r),
 		Body:       r.Value,
 		Metadata:   md,
-		AckID:      e,
+		AckID:      ackID,
 		AsFunc: func(i any) bool {
 			switch p := i.(type) {
 			case **kgo.Record:
 				*p = r
 			case **entry:
+				e, ok := ackID.(*entry)
+				if !ok {
+					return false
+				}
 				*p = e
 			default:
 				return false

@@ -493,6 +493,11 @@ func openDeadLetter(ctx context.Context, rawURL string, kr keyring.Keyring, bopt
 	if err != nil {
 		return nil, fmt.Errorf("--dead-letter: %w", err)
 	}
+	return newDeadLetter(ctx, t, rawURL, sub, by)
+}
+
+// newDeadLetter checks that t, opened for rawURL, gets a data key, and dead-letters to it.
+func newDeadLetter(ctx context.Context, t *crypttopic.Topic, rawURL, sub, by string) (*deadLetter, error) {
 	if err := t.Check(ctx); err != nil {
 		go shutdown(t)
 		return nil, fmt.Errorf("--dead-letter: %w", err)

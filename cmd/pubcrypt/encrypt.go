@@ -15,6 +15,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/fault"
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/keyring"
+	"github.com/pubcrypt/pubcrypt/kgopubsub"
 )
 
 const defaultFieldPolicy = "name=transit,address=transit,card_number=fpe(bin,luhn),items[].sku=deterministic"
@@ -26,6 +27,11 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 		"accepted by the broker, and on Kafka the group's offset is committed after every\n"+
 		"batch, so a bridge killed and restarted loses nothing and sends again at most the\n"+
 		"batch it was sending (--batch messages).\n\n"+
+		"Exactly once (--exactly-once, Kafka through kgo:// only): each batch is read, encrypted\n"+
+		"and written in one Kafka transaction that also commits the group's offsets, so a\n"+
+		"read_committed consumer (kgo:// subscriptions are, by default) sees every source record\n"+
+		"once, across kills and rebalances: a transaction cut short is aborted and its batch read\n"+
+		"again. Each instance needs its own --transactional-id, kept across its restarts.\n\n"+
 		"An outage of Vault or of the broker is ridden out: nothing is acknowledged, the batch\n"+
 		"is retried with backoff (200ms doubling to 30s) and the subscription or topic reopened,\n"+
 		"until it passes or --max-outage has gone by. A message that can never be protected (not\n"+
@@ -48,6 +54,8 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	topicURL := fs.String("topic", "", "topic URL of the encrypted destination (required)")
 	policy := fs.String("fields", defaultFieldPolicy, "field policy, an allow-list or deny by default (default=MODE; keep=...); empty encrypts whole bodies")
 	batch := fs.Int("batch", 100, "messages protected together (one Vault call per key per batch)")
+	exactlyOnce := fs.Bool("exactly-once", false, "read and write in Kafka transactions (kgo:// source, destination and dead-letter topic): the encrypted records of a batch and the group's offsets after it are committed together, so a read_committed consumer sees every source record exactly once across crashes and rebalances (default: at least once)")
+	txID := fs.String("transactional-id", "", "with --exactly-once, this instance's transactional ID, kept across restarts and different for each instance (default pubcrypt-encrypt-GROUP-HOSTNAME)")
 	partition := fs.String("partition", "source", "where records go on a kgo:// destination: source (the partition number each came from, modulo the destination's: per-key and per-partition order kept without reading keys) or broker (the destination's partitioner); a destination URL with key_name, key_field or partitioner decides itself")
 	recordKey := fs.String("record-key", recordKeyDeterministic, "the source record's Kafka key on a Kafka destination: deterministic (encrypted, equal keys give equal record keys, so partitioning and compaction work; consumers read it with key_name=key, or the destination URL's key_name), clear (readable on the broker, authenticated) or drop (no key)")
 	var vf vaultFlags
@@ -79,6 +87,16 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if *batch < 1 {
 		return usagef("--batch must be at least 1")
+	}
+	if *exactlyOnce {
+		if err := checkExactlyOnce(*subURL, *topicURL, ff.deadLetter); err != nil {
+			return err
+		}
+		if *txID == "" {
+			*txID = defaultTransactionalID(*subURL)
+		}
+	} else if *txID != "" {
+		return usagef("--transactional-id needs --exactly-once")
 	}
 	onFault, err := ff.policy()
 	if err != nil {
@@ -115,6 +133,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	}
 	b := &bridger{
 		subURL: *subURL, topicURL: dstURL, keepPartition: keep, keyEntry: keyEntry, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
+		exactlyOnce: *exactlyOnce, txID: *txID,
 		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage: outage{max: ff.maxOutage, health: obs.health},
 		each:   func(m *pubsub.Message) { countForwarded(); fmt.Fprintf(out, "encrypted %s\n", broker.Position(m)) },
@@ -123,14 +142,20 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "%s %s: %v\n", verb, broker.Position(m), err)
 		},
 	}
-	if err := b.start(ctx); err != nil {
-		b.close()
+	mode := "at least once"
+	start, run, stop := b.start, b.run, b.close
+	if *exactlyOnce {
+		mode = "exactly once, transactional ID " + *txID
+		start, run, stop = b.startTx, b.runTx, b.closeTx
+	}
+	if err := start(ctx); err != nil {
+		stop()
 		return err
 	}
 	obs.started()
-	st, err := b.run(ctx)
-	b.close()
-	fmt.Fprintf(out, "%d message(s) encrypted from %s to %s", st.forwarded, redactURL(*subURL), redactURL(*topicURL))
+	st, err := run(ctx)
+	stop()
+	fmt.Fprintf(out, "%d message(s) encrypted from %s to %s (%s)", st.forwarded, redactURL(*subURL), redactURL(*topicURL), mode)
 	if st.deadLettered > 0 || onFault == onFaultDeadLetter {
 		fmt.Fprintf(out, ", %d dead-lettered to %s", st.deadLettered, redactURL(ff.deadLetter))
 	}
@@ -153,6 +178,8 @@ type bridger struct {
 	subURL, topicURL string
 	keepPartition    bool   // each record to the partition number it came from (--partition=source)
 	keyEntry         string // the entry that carries each source record's key (--record-key), "" for none
+	exactlyOnce      bool   // in Kafka transactions (exactlyonce.go)
+	txID             string // the transactional ID, with exactlyOnce
 	topicOpts        crypttopic.Options
 	broker           broker.Options
 	kr               keyring.Keyring
@@ -170,7 +197,8 @@ type bridger struct {
 	each    func(*pubsub.Message)                           // a message forwarded
 	faulty  func(verb string, m *pubsub.Message, err error) // a message dead-lettered or skipped
 
-	// Opened by start, reopened after an outage broke them (nil until then).
+	// Opened by start (or startTx), reopened after an outage broke them (nil until then).
+	tx  *kgopubsub.Transactor // exactly once: the source, and the client of dst and dl
 	src *pubsub.Subscription
 	dst *crypttopic.Topic
 	dl  *deadLetter

@@ -23,14 +23,23 @@ import (
 // for equal source keys and never the plaintext bytes, so a key's records share one
 // partition; a consumer with key_name=key gets the plaintext keys back, and records
 // without a key stay without one. --record-key clear carries them readable, drop not at
-// all. Nothing the command prints holds a key. Real Vault, kfake, the CLI binary.
+// all; --exactly-once carries them as well. Nothing the command prints holds a key. Real
+// Vault, kfake, the CLI binary.
 func TestEncryptCarriesRecordKeys(t *testing.T) {
 	const n, keys, partitions = 600, 20, 6
 	env := startVault(t)
-	for _, c := range []struct{ source, mode string }{
-		{"kgo", "deterministic"}, {"kafka", "deterministic"}, {"kgo", "clear"}, {"kgo", "drop"},
+	for _, c := range []struct {
+		source, mode string
+		exactlyOnce  bool
+	}{
+		{"kgo", "deterministic", false}, {"kafka", "deterministic", false}, {"kgo", "clear", false}, {"kgo", "drop", false},
+		{"kgo", "deterministic", true},
 	} {
-		t.Run(c.source+"/"+c.mode, func(t *testing.T) {
+		name := c.source + "/" + c.mode
+		if c.exactlyOnce {
+			name += "/exactly-once"
+		}
+		t.Run(name, func(t *testing.T) {
 			kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: partitions})
 			if err != nil {
 				t.Fatal(err)
@@ -65,8 +74,12 @@ func TestEncryptCarriesRecordKeys(t *testing.T) {
 			if err := kafka.ProduceRaw(ctx, recs...); err != nil {
 				t.Fatal(err)
 			}
-			p := startCLI(t, cliEnv, "encrypt", "--sub", c.source+"://enc?topic="+topicPlain+"&offset=oldest", "--topic", "kgo://"+topicEncrypted,
-				"--max", fmt.Sprint(n), "--record-key", c.mode)
+			args := []string{"encrypt", "--sub", c.source + "://enc?topic=" + topicPlain + "&offset=oldest", "--topic", "kgo://" + topicEncrypted,
+				"--max", fmt.Sprint(n), "--record-key", c.mode}
+			if c.exactlyOnce {
+				args = append(args, "--exactly-once")
+			}
+			p := startCLI(t, cliEnv, args...)
 			code, _ := p.wait(2 * time.Minute)
 			out := p.stdout.String() + p.stderr.String()
 			if code != exitOK {

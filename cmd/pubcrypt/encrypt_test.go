@@ -199,19 +199,9 @@ func TestEncryptKeepsPerKeyOrder(t *testing.T) {
 	}
 	t.Cleanup(kafka.Close)
 	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
-	gen := purchase.NewGenerator(41)
-	recs := make([]*kgo.Record, n)
-	for i := range recs {
-		var doc map[string]any
-		raw, _ := json.Marshal(gen.Next())
-		_ = json.Unmarshal(raw, &doc)
-		doc["customer"], doc["seq"] = i%keys, i
-		body, _ := json.Marshal(doc)
-		recs[i] = &kgo.Record{Topic: topicPlain, Key: []byte(fmt.Sprintf("c%02d", i%keys)), Value: body}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := kafka.ProduceRaw(ctx, recs...); err != nil {
+	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 41, n, keys)...); err != nil {
 		t.Fatal(err)
 	}
 	p := startCLI(t, cliEnv, "encrypt", "--sub", "kgo://enc?topic="+topicPlain+"&offset=oldest", "--topic", "kgo://"+topicEncrypted, "--max", fmt.Sprint(n))
@@ -219,33 +209,9 @@ func TestEncryptKeepsPerKeyOrder(t *testing.T) {
 		t.Fatalf("encrypt: exit %d\n%s", code, tail(p.stderr.String()))
 	}
 	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
-	sub, err := cryptsub.Open(ctx, "kgo://order-check?topic="+topicEncrypted+"&offset=oldest&key_name=key", cryptsub.Options{Keyring: env.keyring(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Shutdown(context.Background())
-	last := map[int]int{}
-	inversions := 0
-	for got := 0; got < n; {
-		msgs, _, errs := sub.ReceiveBatch(ctx, 1000)
-		for i, m := range msgs {
-			if errs[i] != nil {
-				t.Fatalf("receive: %v", errs[i])
-			}
-			m.Ack()
-			got++
-			var doc struct{ Customer, Seq int }
-			if err := json.Unmarshal(m.Body, &doc); err != nil {
-				t.Fatal(err)
-			}
-			if prev, ok := last[doc.Customer]; ok && doc.Seq < prev {
-				inversions++
-			}
-			last[doc.Customer] = doc.Seq
-		}
-	}
-	t.Logf("%d records of %d customers through encrypt at its default batch: %d order inversions per key", n, keys, inversions)
-	if inversions != 0 || len(last) != keys {
-		t.Fatalf("%d inversions, %d customers seen", inversions, len(last))
+	got := readEncrypted(ctx, t, env, "order-check", topicEncrypted, n)
+	t.Logf("%d records of %d customers through encrypt at its default batch: %d order inversions per key", n, keys, got.inversions)
+	if got.inversions != 0 || len(got.last) != keys || len(got.seen) != n {
+		t.Fatalf("%d inversions, %d customers seen, %d records", got.inversions, len(got.last), len(got.seen))
 	}
 }

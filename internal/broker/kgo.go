@@ -183,3 +183,69 @@ func KeepPartition(out, src *pubsub.Message) {
 		return nil
 	}
 }
+
+// OpenTransactor opens a transactional member (exactly once, kgopubsub.Transactor) for
+// rawURL, a kgo:// subscription URL, with the Kafka settings of the environment, bounded
+// as OpenSubscriptionWith is.
+func OpenTransactor(ctx context.Context, rawURL string, to kgopubsub.TransactOptions, opts Options) (*kgopubsub.Transactor, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open subscription: invalid URL %q: %w", rawURL, err)
+	}
+	if u.Scheme != kgoScheme {
+		return nil, fmt.Errorf("open subscription %s: exactly once needs a %s:// subscription", redact(u), kgoScheme)
+	}
+	if t := opts.timeout(); t <= kgoSessionTimeout {
+		return nil, fmt.Errorf("open subscription %s: a timeout of %v is too short for a consumer group: joining waits up to the session timeout (%v) for a member that died; use more", redact(u), t, kgoSessionTimeout)
+	}
+	open := func(ctx context.Context) (*kgopubsub.Transactor, error) {
+		s, err := KafkaSettingsFromEnv()
+		if err != nil {
+			return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
+		}
+		kopts, err := s.KgoOpts(opts.timeout())
+		if err != nil {
+			return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
+		}
+		if err := s.requireKgoTopics(ctx, kopts, u.Query()["topic"]); err != nil {
+			return nil, fmt.Errorf("open subscription %s: %w", redact(u), err)
+		}
+		return (&kgopubsub.URLOpener{Opts: kopts}).OpenTransactorURL(u, to)
+	}
+	return bounded(ctx, opts.timeout(), "open subscription "+where(u), open, (*kgopubsub.Transactor).Close)
+}
+
+// OpenTransactorTopic opens rawURL, a kgo:// topic URL, as a topic that produces inside
+// tx's transactions, once it has checked that the topic exists.
+func OpenTransactorTopic(ctx context.Context, tx *kgopubsub.Transactor, rawURL string, opts Options) (*pubsub.Topic, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open topic: invalid URL %q: %w", rawURL, err)
+	}
+	if u.Scheme != kgoScheme {
+		return nil, fmt.Errorf("open topic %s: exactly once needs a %s:// topic", redact(u), kgoScheme)
+	}
+	s, err := KafkaSettingsFromEnv()
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
+	}
+	name := path.Join(u.Host, u.Path)
+	cctx, cancel := context.WithTimeout(ctx, opts.timeout())
+	defer cancel()
+	td, err := kadm.NewClient(tx.Client()).ListTopics(cctx, name)
+	if err == nil {
+		if d, ok := td[name]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			err = fmt.Errorf("%w: %q on %s (create it first)", ErrTopicNotFound, name, strings.Join(s.Brokers, ","))
+		} else if d.Err != nil {
+			err = d.Err
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
+	}
+	t, err := tx.OpenTopicURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
+	}
+	return t, nil
+}

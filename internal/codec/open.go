@@ -159,6 +159,19 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 	for i, m := range msgs {
 		pending = keyPending(m, i, pending)
 	}
+	// The messages of a batch are mostly under one data key: the last one is reused
+	// without a cache lookup.
+	var last *keyring.DataKey
+	get := func(keyID, wrapped string) (*keyring.DataKey, error) {
+		if last != nil && last.KeyID == keyID && last.Wrapped == wrapped {
+			return last, nil
+		}
+		k, err := o.keys.Get(ctx, keyID, wrapped)
+		if err == nil {
+			last = k
+		}
+		return k, err
+	}
 	for i, m := range msgs {
 		if fields.IsFields(m.Metadata) {
 			info, env := fieldsInfo(m)
@@ -172,7 +185,7 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 			infos[i], errs[i] = o.openCached(m, outage)
 			continue
 		}
-		infos[i], errs[i] = o.open(ctx, m)
+		infos[i], errs[i] = o.openBody(m, get)
 		if errs[i] != nil && fault.ClassOf(errs[i]) == fault.Environment {
 			outage = errs[i]
 		}

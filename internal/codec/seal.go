@@ -165,7 +165,7 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 		whole := len(p) == 0
 		// A JSON body the policy cannot address (an array, a string, ...) is never sent
 		// readable unless the policy says unmatched=clear (docs/FIELDS.md section 4.5).
-		if u, ok := p.Unmatched(m.Body); ok && !whole {
+		if u, ok := unmatched(p, whole, m.Body); ok {
 			switch u {
 			case fields.UnmatchedBody:
 				if _, ok := p.Subject(); ok {
@@ -299,4 +299,13 @@ func (s *Sealer) sealBody(ctx context.Context, m *pubsub.Message) (*pubsub.Messa
 		return nil, err
 	}
 	return &pubsub.Message{Body: body, Metadata: md, BeforeSend: m.BeforeSend, AfterSend: m.AfterSend}, nil
+}
+
+// unmatched is p.Unmatched(body) for a message protected field by field (not whole),
+// which alone needs it: the check reads the body.
+func unmatched(p fields.Policy, whole bool, body []byte) (fields.Unmatched, bool) {
+	if whole {
+		return 0, false
+	}
+	return p.Unmatched(body)
 }
