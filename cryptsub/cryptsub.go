@@ -6,6 +6,11 @@
 // Data keys are unwrapped through the keyring and kept in a bounded cache, so a stream
 // under one data key costs one key-service call.
 //
+// A Kafka record key that the sender protected (crypttopic.RecordKey, docs/FORMAT.md
+// section 3.2) comes back as plaintext in its metadata entry when the subscription URL
+// names the same key_name; Info.RecordKey names the entry. The keys of a ReceiveBatch cost
+// one key-service call together.
+//
 // A message that cannot be decrypted is returned as a *DecryptError that carries the raw
 // message, and the subscription is not affected: call Receive again for the next one.
 // What to do with the message depends on DecryptError.Class. A fault of the message

@@ -71,6 +71,12 @@ type Options struct {
 	// metadata entries), with an error that matches ErrTooLarge. Open sets it from the
 	// URL when empty; with New, empty means no check.
 	Broker string
+	// RecordKey names the metadata entry that is the Kafka record key and how it travels:
+	// protected deterministically unless Mode says RecordKeyClear. Open fills it from a
+	// kgo:// or kafka:// URL's key_name, key_field and record_key; New reads a kgo://
+	// topic's key_name from the driver, but not a kafka:// one's: set it (or use
+	// RecordKeyFromURL) whenever such a topic was opened with key_name.
+	RecordKey RecordKey
 }
 
 // ErrTooLarge is matched (errors.Is) by the error of a send refused because the encrypted
@@ -131,6 +137,21 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 	if fkeys.FPE == "" {
 		fkeys.FPE = DefaultFieldKeys.FPE
 	}
+	// A kgo:// topic opened with key_name sends that entry as the record key: protect it
+	// unless told otherwise, also when the URL did not pass through Open. Its key_field
+	// would read the sealed body, which is refused.
+	if name, field, ok := broker.KeyNaming(t); ok {
+		if field != "" {
+			return nil, errors.New("crypttopic: the kgo:// topic takes its record key from key_field, which would read the sealed body; open it with key_name=ENTRY and set Options.RecordKey.Field (Open does that for a URL with key_field)")
+		}
+		if opts.RecordKey.Entry == "" {
+			opts.RecordKey.Entry = name
+		}
+	}
+	rk, err := opts.RecordKey.codec(fkeys.Deterministic)
+	if err != nil {
+		return nil, fmt.Errorf("crypttopic: %w", err)
+	}
 	var limits broker.Limits
 	if opts.Broker != "" {
 		limits = broker.LimitsFor(opts.Broker)
@@ -147,6 +168,7 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 		Limits:            limits,
 		Logger:            log,
 		Subjects:          opts.Subjects,
+		RecordKey:         rk,
 	})
 	if errors.Is(err, ErrFieldPolicy) {
 		return nil, fmt.Errorf("crypttopic: Options.Fields: %w", err)
@@ -161,7 +183,14 @@ func New(t *pubsub.Topic, opts Options) (*Topic, error) {
 // registered with gocloud) and wraps it. Kafka settings come from the environment; see
 // the README.
 func Open(ctx context.Context, url string, opts Options) (*Topic, error) {
-	t, err := broker.OpenTopic(ctx, url)
+	driverURL, rk, err := RecordKeyFromURL(url)
+	if err != nil {
+		return nil, err
+	}
+	if opts.RecordKey, err = opts.RecordKey.withURL(rk); err != nil {
+		return nil, err
+	}
+	t, err := broker.OpenTopic(ctx, driverURL)
 	if err != nil {
 		return nil, fmt.Errorf("crypttopic: %w", err)
 	}

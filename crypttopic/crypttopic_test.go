@@ -36,7 +36,7 @@ var (
 const transitKey = "pubcrypt"
 
 // kafkaTopics are the topics of the package's broker, one per test.
-var kafkaTopics = []string{"poison-fields", "poison-body", "shipments"}
+var kafkaTopics = []string{"poison-fields", "poison-body", "shipments", "keyed-new"}
 
 func TestMain(m *testing.M) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

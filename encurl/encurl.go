@@ -53,6 +53,11 @@
 //	kek_id         name of the kek in envelopes, the same on both sides; default derived
 //	               from the kek URL's scheme, host and path (keyring.DefaultKeeperKeyID)
 //
+// On enc+kgo and enc+kafka topics, key_name=ENTRY names the record key, which is then
+// protected (deterministic encryption, docs/FORMAT.md section 3.2) unless record_key=clear
+// says otherwise, and key_field=PATH takes it from the plaintext body: see
+// crypttopic.RecordKeyFromURL. Subscriptions take key_name alone.
+//
 // Vault's address and token come from Vault's environment variables (VAULT_ADDR,
 // VAULT_TOKEN, VAULT_NAMESPACE, VAULT_CACERT, ...); opening fails if VAULT_ADDR is not set,
 // unless config= names a configuration with a Keyring. A parameter that is malformed,

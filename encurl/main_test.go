@@ -49,4 +49,4 @@ func TestMain(m *testing.M) {
 }
 
 // kafkaTopics are the topics of the package's broker, one set per test.
-var kafkaTopics = []string{"kek", "transit-batch", "app-plain", "app-enc", "orders", "orders-dlq", "per-message", "outage", "outage-dlq", "expired", "expired-dlq"}
+var kafkaTopics = []string{"kek", "keyed", "transit-batch", "app-plain", "app-enc", "orders", "orders-dlq", "per-message", "outage", "outage-dlq", "expired", "expired-dlq"}

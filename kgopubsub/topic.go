@@ -27,6 +27,9 @@ type TopicOptions struct {
 	// the record key: a string's text, or a number's JSON text as written. A message
 	// whose body has no such string or number is not sent; its error is a *KeyError, a
 	// fault of the message (package fault). At most one of KeyName and KeyField is set.
+	// Under encryption the body is sealed by the time it gets here: crypttopic reads a
+	// key_field URL parameter itself, from the plaintext, and sends the key through
+	// KeyName (docs/FORMAT.md section 3.2).
 	KeyField string
 	// Partitioner is "" for Kafka's partitioning (franz-go's sticky key partitioner:
 	// murmur2 of the key like the Java client, a sticky partition per batch without one),
@@ -284,6 +287,17 @@ func SendInOrder(ctx context.Context, pt *pubsub.Topic, msgs []*pubsub.Message) 
 		return true, err
 	}
 	return true, nil
+}
+
+// KeyNaming returns the KeyName and KeyField pt was opened with, and false when pt is not
+// a kgopubsub topic: a sender that protects record keys learns that the topic sends an
+// entry, or a body field, as the record key.
+func KeyNaming(pt *pubsub.Topic) (keyName, keyField string, ok bool) {
+	var t *topic
+	if pt == nil || !pt.As(&t) || t == nil {
+		return "", "", false
+	}
+	return t.opts.KeyName, t.opts.KeyField, true
 }
 
 func (t *topic) ErrorAs(err error, i any) bool          { return errorAs(err, i) }

@@ -516,7 +516,21 @@ func (d *deadLetter) send(ctx context.Context, m *pubsub.Message, reason error) 
 
 // openCryptTopic opens url for crypttopic with bounded waits on the broker.
 func openCryptTopic(ctx context.Context, rawURL string, opts crypttopic.Options, bopts broker.Options) (*crypttopic.Topic, error) {
-	t, err := broker.OpenTopicWith(ctx, rawURL, bopts)
+	// A record key named by key_name is protected unless the URL says record_key=clear.
+	driverURL, rk, err := crypttopic.RecordKeyFromURL(rawURL)
+	if err != nil {
+		return nil, &usageError{err: err}
+	}
+	if opts.RecordKey.Entry == "" {
+		opts.RecordKey.Entry = rk.Entry
+	}
+	if opts.RecordKey.Field == "" {
+		opts.RecordKey.Field = rk.Field
+	}
+	if opts.RecordKey.Mode == "" {
+		opts.RecordKey.Mode = rk.Mode
+	}
+	t, err := broker.OpenTopicWith(ctx, driverURL, bopts)
 	if err != nil {
 		return nil, err
 	}

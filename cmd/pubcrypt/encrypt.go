@@ -57,6 +57,7 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	exactlyOnce := fs.Bool("exactly-once", false, "read and write in Kafka transactions (kgo:// source, destination and dead-letter topic): the encrypted records of a batch and the group's offsets after it are committed together, so a read_committed consumer sees every source record exactly once across crashes and rebalances (default: at least once)")
 	txID := fs.String("transactional-id", "", "with --exactly-once, this instance's transactional ID, kept across restarts and different for each instance (default pubcrypt-encrypt-GROUP-HOSTNAME)")
 	partition := fs.String("partition", "source", "where records go on a kgo:// destination: source (the partition number each came from, modulo the destination's: per-key and per-partition order kept without reading keys) or broker (the destination's partitioner); a destination URL with key_name, key_field or partitioner decides itself")
+	recordKey := fs.String("record-key", recordKeyDeterministic, "the source record's Kafka key on a Kafka destination: deterministic (encrypted, equal keys give equal record keys, so partitioning and compaction work; consumers read it with key_name=key, or the destination URL's key_name), clear (readable on the broker, authenticated) or drop (no key)")
 	var vf vaultFlags
 	vf.register(fs)
 	var bf brokerFlags
@@ -126,8 +127,12 @@ func runEncrypt(ctx context.Context, args []string, out io.Writer) error {
 	if *partition == "source" {
 		dstURL, keep = sourcePartitions(dstURL)
 	}
+	dstURL, keyEntry, err := recordKeyDestination(dstURL, *recordKey, &opts)
+	if err != nil {
+		return err
+	}
 	b := &bridger{
-		subURL: *subURL, topicURL: dstURL, keepPartition: keep, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
+		subURL: *subURL, topicURL: dstURL, keepPartition: keep, keyEntry: keyEntry, topicOpts: opts, broker: bopts, kr: kr, vaultTimeout: vf.timeout,
 		exactlyOnce: *exactlyOnce, txID: *txID,
 		batch: *batch, stop: sf, onFault: onFault, dlURL: ff.deadLetter,
 		outage: outage{max: ff.maxOutage, health: obs.health},
@@ -172,6 +177,7 @@ func (s bridgeStats) total() int { return s.forwarded + s.deadLettered + s.skipp
 type bridger struct {
 	subURL, topicURL string
 	keepPartition    bool   // each record to the partition number it came from (--partition=source)
+	keyEntry         string // the entry that carries each source record's key (--record-key), "" for none
 	exactlyOnce      bool   // in Kafka transactions (exactlyonce.go)
 	txID             string // the transactional ID, with exactlyOnce
 	topicOpts        crypttopic.Options
@@ -408,7 +414,7 @@ func (b *bridger) send(ctx context.Context, batch []*pubsub.Message) ([]error, e
 	idx := make([]int, len(batch)) // position in batch of each message still to send
 	out := make([]*pubsub.Message, len(batch))
 	for i, m := range batch {
-		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: m.Metadata}
+		idx[i], out[i] = i, &pubsub.Message{Body: m.Body, Metadata: withRecordKey(m, b.keyEntry)}
 		if b.keepPartition {
 			broker.KeepPartition(out[i], m)
 		}

@@ -72,7 +72,7 @@ func (c *orderCheck) duplicates() int {
 // default) until n distinct records came and then nothing for a few seconds.
 func readEncrypted(ctx context.Context, t *testing.T, env *faultEnv, group, topic string, n int) *orderCheck {
 	t.Helper()
-	sub, err := cryptsub.Open(ctx, "kgo://"+group+"?topic="+topic+"&offset=oldest", cryptsub.Options{Keyring: env.keyring(t)})
+	sub, err := cryptsub.Open(ctx, "kgo://"+group+"?topic="+topic+"&offset=oldest&key_name=key", cryptsub.Options{Keyring: env.keyring(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

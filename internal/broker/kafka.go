@@ -458,6 +458,30 @@ func KafkaPosition(m *pubsub.Message) (topic string, partition int32, offset int
 	return "", 0, 0, false
 }
 
+// RecordKey returns the Kafka record key m was received with (kafka:// or kgo://), and
+// false for a record without one (a null key) or a message not received from Kafka. The
+// key is often a customer's ID: callers must not print or log it.
+func RecordKey(m *pubsub.Message) (key []byte, ok bool) {
+	if m == nil {
+		return nil, false
+	}
+	// As panics on a message that was not received, as in KafkaPosition.
+	defer func() {
+		if recover() != nil {
+			key, ok = nil, false
+		}
+	}()
+	var cm *sarama.ConsumerMessage
+	if m.As(&cm) && cm != nil {
+		return cm.Key, cm.Key != nil
+	}
+	var r *kgo.Record
+	if m.As(&r) && r != nil {
+		return r.Key, r.Key != nil
+	}
+	return nil, false
+}
+
 // hint tells what to check when sarama could reach no broker, which is all it says when
 // the address, TLS or the SASL credentials are wrong.
 func (s KafkaSettings) hint(err error) string {

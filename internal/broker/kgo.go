@@ -154,6 +154,13 @@ func SendInOrder(ctx context.Context, t *pubsub.Topic, msgs []*pubsub.Message) (
 	return kgopubsub.SendInOrder(ctx, t, msgs)
 }
 
+// KeyNaming returns the key_name and key_field of t when it is a kgo:// topic, and false
+// otherwise (other drivers do not say): a sender that protects record keys learns from it
+// which entry the driver sends as the record key.
+func KeyNaming(t *pubsub.Topic) (keyName, keyField string, ok bool) {
+	return kgopubsub.KeyNaming(t)
+}
+
 // KeepPartition makes out, a message sent on a kgo:// topic opened with
 // partitioner=record, go to the partition number src was received from (modulo the
 // destination's partitions): records of one source partition, so of one key, stay in one

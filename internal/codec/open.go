@@ -11,6 +11,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
 	"github.com/pubcrypt/pubcrypt/internal/fields"
 	"github.com/pubcrypt/pubcrypt/internal/telemetry"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -26,6 +27,9 @@ type Info struct {
 	// Sensitive names the metadata entries that travelled inside the ciphertext (whole-body
 	// messages sent with SensitiveMetadata), sorted; nil if none.
 	Sensitive []string
+	// RecordKey is the metadata entry whose value was a protected record key (decrypted
+	// now), "" if none.
+	RecordKey string
 
 	manifest string // of a field-level message, for FieldPolicy
 }
@@ -55,6 +59,7 @@ type OpenOptions struct {
 type Opener struct {
 	keys           *keyring.UnwrapCache
 	fields         *fields.Opener
+	fk             keyring.FieldKeyring // nil: protected record keys cannot be opened
 	allowPlaintext bool
 }
 
@@ -67,15 +72,47 @@ func NewOpener(opts OpenOptions) (*Opener, error) {
 	}
 	o := &Opener{keys: keyring.NewUnwrapCache(opts.Keyring, opts.Cache), allowPlaintext: opts.AllowPlaintext}
 	fk, _ := opts.Keyring.(keyring.FieldKeyring)
+	o.fk = fk
 	o.fields = fields.NewOpener(fk, o.keys)
 	return o, nil
 }
 
 // Open decrypts m in place; on error m is left exactly as received.
 func (o *Opener) Open(ctx context.Context, m *pubsub.Message) (Info, error) {
-	info, err := o.open(ctx, m)
-	record(ctx, m, info, err)
-	return info, err
+	infos, errs := []Info{{}}, []error{nil}
+	pending := keyPending(m, 0, nil)
+	infos[0], errs[0] = o.open(ctx, m)
+	if errs[0] == nil && pending != nil {
+		o.restoreKeys(ctx, []*pubsub.Message{m}, pending, infos, errs)
+	}
+	record(ctx, m, infos[0], errs[0])
+	return infos[0], errs[0]
+}
+
+// keyPending appends m, the message at index i, to pending if it carries the flag of a
+// protected record key, with what it was as received.
+func keyPending(m *pubsub.Message, i int, pending []keyOpen) []keyOpen {
+	if m == nil {
+		return pending
+	}
+	flag, ok := m.Metadata[wire.RecordKeyFlag]
+	if !ok {
+		return pending
+	}
+	return append(pending, keyOpen{i: i, flag: flag, body: m.Body, md: m.Metadata})
+}
+
+// restoreOpened is restoreKeys for the messages of pending that opened.
+func (o *Opener) restoreOpened(ctx context.Context, msgs []*pubsub.Message, pending []keyOpen, infos []Info, errs []error) {
+	var ok []keyOpen
+	for _, p := range pending {
+		if errs[p.i] == nil {
+			ok = append(ok, p)
+		}
+	}
+	if len(ok) > 0 {
+		o.restoreKeys(ctx, msgs, ok, infos, errs)
+	}
 }
 
 // record counts one message opened or not.
@@ -118,6 +155,10 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 	var refs []int
 	var envs []*envelope.Envelope // of the field-level messages, for their key versions
 	var outage error
+	var pending []keyOpen
+	for i, m := range msgs {
+		pending = keyPending(m, i, pending)
+	}
 	// The messages of a batch are mostly under one data key: the last one is reused
 	// without a cache lookup.
 	var last *keyring.DataKey
@@ -160,6 +201,7 @@ func (o *Opener) OpenBatch(ctx context.Context, msgs []*pubsub.Message) (infos [
 			msgs[i].Body, msgs[i].Metadata = r.Body, r.Metadata
 		}
 	}
+	o.restoreOpened(ctx, msgs, pending, infos, errs)
 	for i, m := range msgs {
 		record(ctx, m, infos[i], errs[i])
 	}

@@ -51,6 +51,9 @@ type SealOptions struct {
 	// means keyring.NewSubjects over Keyring when it is a *keyring.Vault (with Reuse), and
 	// no such policy otherwise.
 	Subjects fields.SubjectKeys
+	// RecordKey names the metadata entry that is the record key and how it is sent
+	// (docs/FORMAT.md section 3.2); the zero value: no record key.
+	RecordKey RecordKey
 }
 
 // Sealer protects messages for sending. It is safe for concurrent use.
@@ -61,6 +64,8 @@ type Sealer struct {
 	fields    *fields.Sealer
 	limits    broker.Limits
 	log       *slog.Logger
+	fk        keyring.FieldKeyring
+	recordKey RecordKey
 }
 
 // NewSealer returns a Sealer. A keyring without the FieldKeyring capability (a KMS by
@@ -76,6 +81,9 @@ func NewSealer(opts SealOptions) (*Sealer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	fk, _ := opts.Keyring.(keyring.FieldKeyring)
+	if err := checkRecordKey(opts.RecordKey, fk, opts.SensitiveMetadata); err != nil {
+		return nil, err
+	}
 	subjects := opts.Subjects
 	if v, ok := opts.Keyring.(*keyring.Vault); ok && subjects == nil {
 		sk, err := keyring.NewSubjects(v, keyring.SubjectOptions{Reuse: opts.Reuse})
@@ -91,6 +99,8 @@ func NewSealer(opts SealOptions) (*Sealer, error) {
 		fields:    fields.NewSealer(fk, keys, opts.FieldKeys, fields.SealerOptions{FPERefresh: opts.FPERefresh, Subjects: subjects}),
 		limits:    opts.Limits,
 		log:       log,
+		fk:        fk,
+		recordKey: opts.RecordKey,
 	}
 	if len(opts.Fields) > 0 {
 		if err := s.fields.CheckPolicy(opts.Fields); err != nil {
@@ -126,10 +136,21 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 	errs = make([]error, len(msgs))
 	bad := false
 	fail := func(i int, err error) { errs[i], bad = err, true }
+	// The record key first: it may come from the plaintext body, and is sealed, protected,
+	// in the associated data.
+	keyed, err := s.recordKeys(ctx, msgs, fail)
+	if err != nil {
+		s.log.ErrorContext(ctx, "record keys not protected: messages not sent", "messages", len(msgs), "class", fault.ClassOf(err), "err", err)
+		telemetry.Failed(ctx, telemetry.Seal, fault.ClassOf(err), len(msgs))
+		return nil, nil, err
+	}
 	out = make([]*pubsub.Message, len(msgs))
 	var fieldIdx []int
 	var in []fields.Input
-	for i, m := range msgs {
+	for i, m := range keyed {
+		if errs[i] != nil {
+			continue
+		}
 		if m == nil {
 			fail(i, ErrNilMessage)
 			continue
@@ -191,7 +212,7 @@ func (s *Sealer) Seal(ctx context.Context, msgs []*pubsub.Message, policies []fi
 			return nil, nil, fmt.Errorf("protect fields: %w", err)
 		default:
 			for j, i := range fieldIdx {
-				m := msgs[i]
+				m := keyed[i]
 				out[i] = &pubsub.Message{Body: res[j].Body, Metadata: res[j].Metadata, BeforeSend: m.BeforeSend, AfterSend: m.AfterSend}
 			}
 		}

@@ -107,7 +107,7 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	visible, hidden := visibleArr[:0], hiddenArr[:0]
 	for k, v := range in.Metadata {
 		switch {
-		case wire.Reserved(k):
+		case wire.ReservedNotClear(k):
 			return nil, nil, invalid("metadata key %.64q is reserved (prefix %q)", k, wire.ReservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, nil, invalid("metadata key %.64q is not valid UTF-8", k)
@@ -198,7 +198,7 @@ func Parse(md map[string]string) (*Envelope, error) {
 	wrapped, hasDEK := md[DEKKey]
 	if len(md) > envelopeEntries(md) { // other entries: none may be reserved
 		for k := range md {
-			if wire.Reserved(k) && k != HeaderKey && k != DEKKey {
+			if wire.ReservedNotClear(k) && k != HeaderKey && k != DEKKey {
 				return nil, malformed("unknown reserved metadata key %.64q", k)
 			}
 		}

@@ -41,7 +41,7 @@ type received struct {
 // parseReceived reads the three reserved entries. Nothing is authenticated yet.
 func parseReceived(md map[string]string, rc *ruleCache) (*received, error) {
 	for k := range md {
-		if wire.Reserved(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
+		if wire.ReservedNotClear(k) && k != envelope.HeaderKey && k != envelope.DEKKey && k != ManifestKey {
 			return nil, malformed("unknown reserved metadata key %.64q", k)
 		}
 	}

@@ -560,7 +560,7 @@ func samePolicy(a, b Policy) bool {
 func prepare(in *Input, c *compiled) (*sealPlan, error) {
 	for k, v := range in.Metadata {
 		switch {
-		case wire.Reserved(k):
+		case wire.ReservedNotClear(k):
 			return nil, fmt.Errorf("%w: metadata key %.64q is reserved (prefix %q)", envelope.ErrInvalidInput, k, wire.ReservedPrefix)
 		case !utf8.ValidString(k):
 			return nil, fmt.Errorf("%w: metadata key %.64q is not valid UTF-8", envelope.ErrInvalidInput, k)

@@ -44,6 +44,16 @@ const (
 // starting with "pubcrypt" (case-sensitive).
 func Reserved(key string) bool { return strings.HasPrefix(key, ReservedPrefix) }
 
+// RecordKeyFlag is the metadata key of the flag of a protected record key
+// (docs/FORMAT.md section 3.2). It is reserved, so no producer sets it, but once the
+// sender has added it, it is a clear entry like any other: in the associated data of
+// both formats, and accepted by their receivers.
+const RecordKeyFlag = "pubcrypt-key"
+
+// ReservedNotClear reports whether a metadata key is reserved and not RecordKeyFlag: a
+// key that a sealed message's clear metadata cannot hold.
+func ReservedNotClear(key string) bool { return Reserved(key) && key != RecordKeyFlag }
+
 // ValidKeyID reports whether id may name a key: 1 to MaxKeyIDLen characters from
 // [A-Za-z0-9._-].
 func ValidKeyID(id string) bool {
