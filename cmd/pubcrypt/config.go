@@ -514,12 +514,13 @@ func (d *deadLetter) send(ctx context.Context, m *pubsub.Message, reason error) 
 	return nil
 }
 
-// openCryptTopic opens url for crypttopic with bounded waits on the broker.
-func openCryptTopic(ctx context.Context, rawURL string, opts crypttopic.Options, bopts broker.Options) (*crypttopic.Topic, error) {
-	// A record key named by key_name is protected unless the URL says record_key=clear.
+// cryptTopicURL returns the URL to open for the driver and the crypttopic options of
+// rawURL: a record key named by key_name is protected unless the URL says
+// record_key=clear, and Broker is the URL's scheme, unless opts say otherwise.
+func cryptTopicURL(rawURL string, opts crypttopic.Options) (string, crypttopic.Options, error) {
 	driverURL, rk, err := crypttopic.RecordKeyFromURL(rawURL)
 	if err != nil {
-		return nil, &usageError{err: err}
+		return "", opts, &usageError{err: err}
 	}
 	if opts.RecordKey.Entry == "" {
 		opts.RecordKey.Entry = rk.Entry
@@ -530,14 +531,23 @@ func openCryptTopic(ctx context.Context, rawURL string, opts crypttopic.Options,
 	if opts.RecordKey.Mode == "" {
 		opts.RecordKey.Mode = rk.Mode
 	}
-	t, err := broker.OpenTopicWith(ctx, driverURL, bopts)
-	if err != nil {
-		return nil, err
-	}
 	if opts.Broker == "" {
 		if u, err := url.Parse(rawURL); err == nil {
 			opts.Broker = u.Scheme
 		}
+	}
+	return driverURL, opts, nil
+}
+
+// openCryptTopic opens url for crypttopic with bounded waits on the broker.
+func openCryptTopic(ctx context.Context, rawURL string, opts crypttopic.Options, bopts broker.Options) (*crypttopic.Topic, error) {
+	driverURL, opts, err := cryptTopicURL(rawURL, opts)
+	if err != nil {
+		return nil, err
+	}
+	t, err := broker.OpenTopicWith(ctx, driverURL, bopts)
+	if err != nil {
+		return nil, err
 	}
 	ct, err := crypttopic.New(t, opts)
 	if err != nil {

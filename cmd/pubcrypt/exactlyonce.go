@@ -62,11 +62,14 @@ func (b *bridger) startTx(ctx context.Context) error {
 	}
 	b.tx = tx
 	open := func(rawURL string, opts crypttopic.Options) (*crypttopic.Topic, error) {
-		pt, err := broker.OpenTransactorTopic(ctx, tx, rawURL, b.broker)
+		driverURL, opts, err := cryptTopicURL(rawURL, opts)
 		if err != nil {
 			return nil, err
 		}
-		opts.Broker = kgopubsub.Scheme
+		pt, err := broker.OpenTransactorTopic(ctx, tx, driverURL, b.broker)
+		if err != nil {
+			return nil, err
+		}
 		ct, err := crypttopic.New(pt, opts)
 		if err != nil {
 			go shutdown(pt)
