@@ -34,6 +34,7 @@ import (
 	"github.com/pubcrypt/pubcrypt/internal/broker"
 	"github.com/pubcrypt/pubcrypt/internal/codec"
 	"github.com/pubcrypt/pubcrypt/internal/envelope"
+	"github.com/pubcrypt/pubcrypt/internal/wire"
 	"github.com/pubcrypt/pubcrypt/keyring"
 )
 
@@ -178,6 +179,7 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 	if err != nil {
 		return nil, Info{}, err
 	}
+	restoreRecordKey(m)
 	info, err := s.codec.Open(ctx, m)
 	if err != nil {
 		s.log.WarnContext(ctx, "message not decrypted", "id", broker.Position(m), "err", err)
@@ -235,6 +237,9 @@ func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Mes
 // message, say). errs[i] is nil or a *DecryptError about msgs[i] alone, which is then
 // left as it was.
 func (s *Subscription) DecryptBatch(ctx context.Context, msgs []*pubsub.Message) ([]Info, []error) {
+	for _, m := range msgs {
+		restoreRecordKey(m)
+	}
 	infos, errs := s.codec.OpenBatch(ctx, msgs)
 	for i, err := range errs {
 		if err != nil {
@@ -250,6 +255,7 @@ func (s *Subscription) DecryptBatch(ctx context.Context, msgs []*pubsub.Message)
 // refused, the key missing) on a broker that cannot redeliver it (Kafka has no Nack). On
 // error m is left as it was.
 func (s *Subscription) Decrypt(ctx context.Context, m *pubsub.Message) (Info, error) {
+	restoreRecordKey(m)
 	return s.codec.Open(ctx, m)
 }
 
@@ -261,3 +267,28 @@ func (s *Subscription) As(i any) bool { return s.sub.As(i) }
 
 // Unwrap returns the wrapped subscription. Receiving from it bypasses decryption.
 func (s *Subscription) Unwrap() *pubsub.Subscription { return s.sub }
+
+// restoreRecordKey puts the Kafka record key of m into the entry that m's protected
+// record-key flag names (docs/FORMAT.md section 3.2), when the subscription did not put it
+// there itself (no key_name): a consumer then opens what a producer or `pubcrypt encrypt`
+// sent with a protected key without being told the entry. The flag and the entry are
+// authenticated when m is opened, so a flag that lies only makes m fail to open.
+func restoreRecordKey(m *pubsub.Message) {
+	if m == nil {
+		return
+	}
+	flag, ok := m.Metadata[wire.RecordKeyFlag]
+	if !ok {
+		return
+	}
+	_, entry, err := codec.ParseKeyFlag(flag)
+	if err != nil {
+		return // malformed: opening says so
+	}
+	if _, ok := m.Metadata[entry]; ok {
+		return
+	}
+	if key, ok := broker.RecordKey(m); ok {
+		m.Metadata[entry] = string(key)
+	}
+}

@@ -197,3 +197,57 @@ func recordKey(t *testing.T, m *pubsub.Message) (string, int32) {
 	t.Fatalf("message without a Kafka record")
 	return "", p
 }
+
+// TestRecordKeyWithoutKeyName: a subscription told no key_name still opens messages sent
+// with a protected record key, on both drivers: the authenticated flag names the entry,
+// and cryptsub puts the record key back into it before opening. 200 records of 20 keys;
+// every one decrypts with its plaintext key in the entry. Real Vault, kfake.
+func TestRecordKeyWithoutKeyName(t *testing.T) {
+	const n, users = 200, 20
+	for _, scheme := range []string{"kafka", "kgo"} {
+		t.Run(scheme, func(t *testing.T) {
+			topic := "nokeyname_" + scheme
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topic}, Partitions: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer kafka.Close()
+			t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
+			top, err := crypttopic.Open(ctx, scheme+"://"+topic+"?key_name=user", crypttopic.Options{Keyring: newVault(t, vaultServer)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := make([]*pubsub.Message, n)
+			for i := range msgs {
+				msgs[i] = &pubsub.Message{Body: fmt.Appendf(nil, `{"n":%d}`, i), Metadata: map[string]string{"user": fmt.Sprintf("user-%d", i%users), "n": fmt.Sprint(i)}}
+			}
+			if err := top.SendBatch(ctx, msgs); err != nil {
+				t.Fatal(err)
+			}
+			_ = top.Shutdown(ctx)
+			sub, err := cryptsub.Open(ctx, scheme+"://g-"+topic+"?topic="+topic+"&offset=oldest", cryptsub.Options{Keyring: newVault(t, vaultServer)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Shutdown(context.Background())
+			for got := 0; got < n; {
+				ms, _, errs := sub.ReceiveBatch(ctx, n)
+				for i, m := range ms {
+					if errs[i] != nil {
+						t.Fatalf("after %d: %v", got, errs[i])
+					}
+					m.Ack()
+					var k int
+					_, _ = fmt.Sscan(m.Metadata["n"], &k)
+					if want := fmt.Sprintf("user-%d", k%users); m.Metadata["user"] != want {
+						t.Fatalf("message %d: entry user is %q, want %q", k, m.Metadata["user"], want)
+					}
+					got++
+				}
+			}
+			t.Logf("%s: %d of %d opened without key_name, each with its plaintext key", scheme, n, n)
+		})
+	}
+}
