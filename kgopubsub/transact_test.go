@@ -93,7 +93,11 @@ func TestTransactorExactlyOnce(t *testing.T) {
 		sub := openSub(t, b, group, opts, "dst")
 		seen := map[string]int{}
 		for {
-			rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+			wait := 3 * time.Second // after the last record: nothing more is coming
+			if len(seen) == 0 {
+				wait = 30 * time.Second // joining the group comes first
+			}
+			rctx, rcancel := context.WithTimeout(ctx, wait)
 			m, err := sub.Receive(rctx)
 			rcancel()
 			if errors.Is(err, context.DeadlineExceeded) {

@@ -114,7 +114,11 @@ func countRecords(ctx context.Context, t *testing.T, kafka *devkafka.Broker, top
 	defer cl.Close()
 	n := 0
 	for {
-		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		wait := 3 * time.Second // after the last record: nothing more is coming
+		if n == 0 {
+			wait = 30 * time.Second // a loaded machine may take a while for the first fetch
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait)
 		fs := cl.PollFetches(pctx)
 		cancel()
 		k := fs.NumRecords()
