@@ -193,22 +193,14 @@ func TestEncryptNeverPrintsRecordKeys(t *testing.T) {
 func TestEncryptKeepsPerKeyOrder(t *testing.T) {
 	const n, keys = 10000, 50
 	env := startVault(t)
-	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 41, n, keys)...); err != nil {
-		t.Fatal(err)
-	}
+	kafka := keyedSource(ctx, t, 41, n, keys)
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
 	p := startCLI(t, cliEnv, "encrypt", "--sub", "kgo://enc?topic="+topicPlain+"&offset=oldest", "--topic", "kgo://"+topicEncrypted, "--max", fmt.Sprint(n))
 	if code, _ := p.wait(2 * time.Minute); code != exitOK {
 		t.Fatalf("encrypt: exit %d\n%s", code, tail(p.stderr.String()))
 	}
-	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
 	got := readEncrypted(ctx, t, env, "order-check", topicEncrypted, n)
 	t.Logf("%d records of %d customers through encrypt at its default batch: %d order inversions per key", n, keys, got.inversions)
 	if got.inversions != 0 || len(got.last) != keys || len(got.seen) != n {

@@ -129,6 +129,22 @@ func countRecords(ctx context.Context, t *testing.T, kafka *devkafka.Broker, top
 	}
 }
 
+// keyedSource starts a 6-partition kfake with the plain and encrypted topics, puts
+// keyedPurchases(seed, n, keys) on the plain one, and points KAFKA_BROKERS at it.
+func keyedSource(ctx context.Context, t *testing.T, seed uint64, n, keys int) *devkafka.Broker {
+	t.Helper()
+	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
+	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, seed, n, keys)...); err != nil {
+		t.Fatal(err)
+	}
+	return kafka
+}
+
 // TestEncryptExactlyOnceSurvivesKills: 3,000 keyed records on 6 partitions through
 // `pubcrypt encrypt --exactly-once`, the bridge SIGKILLed twice mid-stream and started
 // again under its transactional ID. A read_committed consumer of the encrypted topic
@@ -137,18 +153,10 @@ func countRecords(ctx context.Context, t *testing.T, kafka *devkafka.Broker, top
 func TestEncryptExactlyOnceSurvivesKills(t *testing.T) {
 	const n, keys = 3000, 50
 	env := startVault(t)
-	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
-	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 43, n, keys)...); err != nil {
-		t.Fatal(err)
-	}
+	kafka := keyedSource(ctx, t, 43, n, keys)
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
 	args := []string{"encrypt", "--exactly-once", "--transactional-id", "bridge-1",
 		"--sub", "kgo://enc?topic=" + topicPlain + "&offset=oldest", "--topic", "kgo://" + topicEncrypted}
 
@@ -224,18 +232,10 @@ func killMidTransaction(ctx context.Context, t *testing.T, kafka *devkafka.Broke
 func TestEncryptThreeBridges(t *testing.T) {
 	const n, keys = 6000, 50
 	env := startVault(t)
-	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
-	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 47, n, keys)...); err != nil {
-		t.Fatal(err)
-	}
+	kafka := keyedSource(ctx, t, 47, n, keys)
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
 	var (
 		mu     sync.Mutex
 		shares = map[string]int{}
@@ -311,17 +311,9 @@ func TestEncryptExactlyOnceRidesOutVaultCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vaultProxy.Close()
-	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 53, n, keys)...); err != nil {
-		t.Fatal(err)
-	}
+	kafka := keyedSource(ctx, t, 53, n, keys)
 	env := []string{"KAFKA_BROKERS=" + kafka.Addrs[0], "VAULT_ADDR=http://" + vaultProxy.Addr(), "VAULT_TOKEN=" + fe.vault.Token}
 	p := startCLI(t, env, "encrypt", "--exactly-once", "--transactional-id", "bridge-v", "--idle", "20s",
 		"--sub", "kgo://enc?topic="+topicPlain+"&offset=oldest", "--topic", "kgo://"+topicEncrypted)
@@ -351,18 +343,10 @@ func TestEncryptExactlyOnceRidesOutVaultCut(t *testing.T) {
 func TestEncryptExactlyOnceFencesTwin(t *testing.T) {
 	const n, keys = 3000, 50
 	env := startVault(t)
-	kafka, err := devkafka.Start(devkafka.Options{Topics: []string{topicPlain, topicEncrypted}, Partitions: 6})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
-	t.Setenv("KAFKA_BROKERS", kafka.Addrs[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if err := kafka.ProduceRaw(ctx, keyedPurchases(topicPlain, 59, n, keys)...); err != nil {
-		t.Fatal(err)
-	}
+	kafka := keyedSource(ctx, t, 59, n, keys)
+	cliEnv := append(env.env, "KAFKA_BROKERS="+kafka.Addrs[0])
 	args := []string{"encrypt", "--exactly-once", "--transactional-id", "twin", "--idle", "30s",
 		"--sub", "kgo://enc?topic=" + topicPlain + "&offset=oldest", "--topic", "kgo://" + topicEncrypted}
 	first := startCLI(t, cliEnv, args...)
