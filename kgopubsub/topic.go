@@ -113,9 +113,7 @@ func producerOpts(o TopicOptions) []kgo.Opt {
 	_, l := o.batching()
 	opts := []kgo.Opt{kgo.ProducerLinger(l)}
 	if o.Partitioner == PartitionerRecord {
-		opts = append(opts, kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(string) func(r *kgo.Record, n int) int {
-			return func(r *kgo.Record, n int) int { return int(max(r.Partition, 0)) % n }
-		})))
+		opts = append(opts, kgo.RecordPartitioner(recordPartitioner))
 	}
 	return opts
 }

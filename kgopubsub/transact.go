@@ -267,8 +267,11 @@ type partitioners struct {
 }
 
 var (
+	// defaultPartitioner is franz-go's default (kgo.RecordPartitioner's documentation).
 	defaultPartitioner = kgo.UniformBytesPartitioner(64<<10, true, true, nil)
-	recordPartitioner  = kgo.BasicConsistentPartitioner(func(string) func(r *kgo.Record, n int) int {
+	// recordPartitioner is PartitionerRecord's: the partition the record names, modulo
+	// the topic's partitions.
+	recordPartitioner = kgo.BasicConsistentPartitioner(func(string) func(r *kgo.Record, n int) int {
 		return func(r *kgo.Record, n int) int { return int(max(r.Partition, 0)) % n }
 	})
 )

@@ -541,11 +541,19 @@ func cryptTopicURL(rawURL string, opts crypttopic.Options) (string, crypttopic.O
 
 // openCryptTopic opens url for crypttopic with bounded waits on the broker.
 func openCryptTopic(ctx context.Context, rawURL string, opts crypttopic.Options, bopts broker.Options) (*crypttopic.Topic, error) {
+	return openCryptTopicWith(ctx, rawURL, opts, func(ctx context.Context, driverURL string) (*pubsub.Topic, error) {
+		return broker.OpenTopicWith(ctx, driverURL, bopts)
+	})
+}
+
+// openCryptTopicWith is openCryptTopic with open opening the driver's topic at the URL
+// cryptTopicURL leaves for it.
+func openCryptTopicWith(ctx context.Context, rawURL string, opts crypttopic.Options, open func(ctx context.Context, driverURL string) (*pubsub.Topic, error)) (*crypttopic.Topic, error) {
 	driverURL, opts, err := cryptTopicURL(rawURL, opts)
 	if err != nil {
 		return nil, err
 	}
-	t, err := broker.OpenTopicWith(ctx, driverURL, bopts)
+	t, err := open(ctx, driverURL)
 	if err != nil {
 		return nil, err
 	}

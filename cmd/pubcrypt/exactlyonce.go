@@ -62,20 +62,9 @@ func (b *bridger) startTx(ctx context.Context) error {
 	}
 	b.tx = tx
 	open := func(rawURL string, opts crypttopic.Options) (*crypttopic.Topic, error) {
-		driverURL, opts, err := cryptTopicURL(rawURL, opts)
-		if err != nil {
-			return nil, err
-		}
-		pt, err := broker.OpenTransactorTopic(ctx, tx, driverURL, b.broker)
-		if err != nil {
-			return nil, err
-		}
-		ct, err := crypttopic.New(pt, opts)
-		if err != nil {
-			go shutdown(pt)
-			return nil, &usageError{err: err}
-		}
-		return ct, nil
+		return openCryptTopicWith(ctx, rawURL, opts, func(ctx context.Context, driverURL string) (*pubsub.Topic, error) {
+			return broker.OpenTransactorTopic(ctx, tx, driverURL, b.broker)
+		})
 	}
 	if b.dst, err = open(b.topicURL, b.topicOpts); err != nil {
 		return err

@@ -84,6 +84,11 @@ func (s KafkaSettings) requireKgoTopics(ctx context.Context, opts []kgo.Opt, top
 		return err
 	}
 	defer cl.Close()
+	return s.requireKgoTopicsOn(ctx, cl, topics)
+}
+
+// requireKgoTopicsOn is requireKgoTopics through cl, a client of s.
+func (s KafkaSettings) requireKgoTopicsOn(ctx context.Context, cl *kgo.Client, topics []string) error {
 	td, err := kadm.NewClient(cl).ListTopics(ctx, topics...)
 	if err != nil {
 		return fmt.Errorf("on %s: %w%s", strings.Join(s.Brokers, ","), err, s.kgoHint(err))
@@ -229,18 +234,9 @@ func OpenTransactorTopic(ctx context.Context, tx *kgopubsub.Transactor, rawURL s
 	if err != nil {
 		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
 	}
-	name := path.Join(u.Host, u.Path)
 	cctx, cancel := context.WithTimeout(ctx, opts.timeout())
 	defer cancel()
-	td, err := kadm.NewClient(tx.Client()).ListTopics(cctx, name)
-	if err == nil {
-		if d, ok := td[name]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-			err = fmt.Errorf("%w: %q on %s (create it first)", ErrTopicNotFound, name, strings.Join(s.Brokers, ","))
-		} else if d.Err != nil {
-			err = d.Err
-		}
-	}
-	if err != nil {
+	if err := s.requireKgoTopicsOn(cctx, tx.Client(), []string{path.Join(u.Host, u.Path)}); err != nil {
 		return nil, fmt.Errorf("open topic %s: %w", redact(u), err)
 	}
 	t, err := tx.OpenTopicURL(u)
