@@ -60,6 +60,17 @@ func (c *orderCheck) add(t *testing.T, body []byte) {
 	c.seen[doc.Seq]++
 }
 
+// requireOnceInOrder fails unless c saw each of n records once, every key in order; it
+// logs what it saw first, after what.
+func (c *orderCheck) requireOnceInOrder(t *testing.T, n int, what string) {
+	t.Helper()
+	t.Logf("read_committed%s: %d distinct of %d, %d duplicates, %d order inversions per key",
+		what, len(c.seen), n, c.duplicates(), c.inversions)
+	if len(c.seen) != n || c.duplicates() != 0 || c.inversions != 0 {
+		t.Fatalf("want exactly %d records in order, once each", n)
+	}
+}
+
 func (c *orderCheck) duplicates() int {
 	d := 0
 	for _, k := range c.seen {
@@ -292,11 +303,7 @@ func TestEncryptThreeBridges(t *testing.T) {
 	}
 
 	got := readEncrypted(ctx, t, env, "three-check", topicEncrypted, n)
-	t.Logf("read_committed: %d distinct of %d, %d duplicates, %d order inversions per key",
-		len(got.seen), n, got.duplicates(), got.inversions)
-	if len(got.seen) != n || got.duplicates() != 0 || got.inversions != 0 {
-		t.Fatalf("want exactly %d records in order, once each", n)
-	}
+	got.requireOnceInOrder(t, n, "")
 }
 
 // TestEncryptExactlyOnceRidesOutVaultCut: Vault cut off for 6 s in the middle of an
@@ -329,11 +336,7 @@ func TestEncryptExactlyOnceRidesOutVaultCut(t *testing.T) {
 		t.Fatalf("the bridge did not report the outage:\n%s", tail(p.stderr.String()))
 	}
 	got := readEncrypted(ctx, t, fe, "vault-check", topicEncrypted, n)
-	t.Logf("read_committed after a 6 s Vault cut: %d distinct of %d, %d duplicates, %d order inversions per key",
-		len(got.seen), n, got.duplicates(), got.inversions)
-	if len(got.seen) != n || got.duplicates() != 0 || got.inversions != 0 {
-		t.Fatalf("want exactly %d records in order, once each", n)
-	}
+	got.requireOnceInOrder(t, n, " after a 6 s Vault cut")
 }
 
 // TestEncryptExactlyOnceFencesTwin: a second bridge started under the first one's
@@ -361,11 +364,7 @@ func TestEncryptExactlyOnceFencesTwin(t *testing.T) {
 		t.Fatalf("second bridge: exit %d\n%s", code, tail(second.stderr.String()))
 	}
 	got := readEncrypted(ctx, t, env, "twin-check", topicEncrypted, n)
-	t.Logf("read_committed: %d distinct of %d, %d duplicates, %d order inversions per key",
-		len(got.seen), n, got.duplicates(), got.inversions)
-	if len(got.seen) != n || got.duplicates() != 0 || got.inversions != 0 {
-		t.Fatalf("want exactly %d records in order, once each", n)
-	}
+	got.requireOnceInOrder(t, n, "")
 }
 
 // TestEncryptExactlyOnceDeadLetters: under --exactly-once the dead letters of a batch are
