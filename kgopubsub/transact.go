@@ -234,10 +234,16 @@ func (t *Transactor) Abort(ctx context.Context) error {
 	return nil
 }
 
-// Fenced reports whether err says that another member took over the transactional ID
-// (ErrFenced, or the broker's PRODUCER_FENCED or INVALID_PRODUCER_EPOCH on a produce).
+// Fenced reports whether err says that the member's transaction was ended under it: by
+// another member that took over the transactional ID (ErrFenced, or the broker's
+// PRODUCER_FENCED or INVALID_PRODUCER_EPOCH), or with INVALID_TXN_STATE, which a broker
+// that implements KIP-890 answers a commit whose transaction a newer epoch already
+// aborted: that of the member that took over, or the broker's own abort of a
+// transaction open past TransactionTimeout. Opening the member again would fence the
+// other one in turn.
 func Fenced(err error) bool {
-	return errors.Is(err, ErrFenced) || errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch)
+	return errors.Is(err, ErrFenced) || errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) ||
+		errors.Is(err, kerr.InvalidTxnState)
 }
 
 func (t *Transactor) endError(verb string, err error) error {

@@ -149,7 +149,7 @@ func (b *bridger) runTx(ctx context.Context) (bridgeStats, error) {
 			b.outage.over()
 		case kgopubsub.Fenced(err):
 			// A fault of the setting (two instances, one ID), to mend before running again.
-			return st, fault.Mark(fmt.Errorf("another bridge took over transactional ID %q (give each instance its own --transactional-id): %w", b.txID, err), fault.Environment)
+			return st, fault.Mark(fmt.Errorf("another bridge took over transactional ID %q (give each instance its own --transactional-id), or a transaction outlived the transaction timeout: %w", b.txID, err), fault.Environment)
 		case errors.Is(err, errRetryBatch):
 			// Aborted: the batch is read again, from the committed offsets.
 		default:
