@@ -102,8 +102,8 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 		return nil, nil, notMessage(invalid("wrapped data key must be 1-%d bytes of printable ASCII", MaxValueLen))
 	}
 
-	// Key lists of up to eight entries stay on the stack.
-	var visibleArr, hiddenArr [8]string
+	// Entry lists of up to eight entries stay on the stack.
+	var visibleArr, hiddenArr [8]entry
 	visible, hidden := visibleArr[:0], hiddenArr[:0]
 	for k, v := range in.Metadata {
 		switch {
@@ -117,19 +117,19 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 			return nil, nil, invalid("metadata entry %.64q longer than 2^32-1 bytes", k)
 		}
 		if len(in.Sensitive) > 0 && slices.Contains(in.Sensitive, k) {
-			hidden = append(hidden, k)
+			hidden = append(hidden, entry{k, v})
 		} else {
-			visible = append(visible, k)
+			visible = append(visible, entry{k, v})
 		}
 	}
 	if !wire.FitsU32(len(visible)) {
 		return nil, nil, invalid("more than 2^32-1 metadata entries")
 	}
-	slices.Sort(visible)
-	slices.Sort(hidden)
+	slices.SortFunc(visible, byKey)
+	slices.SortFunc(hidden, byKey)
 	var blockLen uint64
 	if len(hidden) > 0 {
-		blockLen = blockSize(hidden, in.Metadata)
+		blockLen = blockSize(hidden)
 	}
 	if ptLen := blockLen + uint64(len(in.Body)); ptLen > maxPlaintext || ptLen > math.MaxInt-wire.TagSize {
 		return nil, nil, invalid("body and sensitive metadata longer than GCM's %d-byte limit", maxPlaintext)
@@ -141,7 +141,7 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	// during the AEAD call.
 	scratch := getScratch()
 	buf := append((*scratch)[:0], nonceArr[:]...)
-	buf = appendAD(buf, header, in.Wrapped, visible, in.Metadata)
+	buf = appendAD(buf, header, in.Wrapped, visible)
 	nonce, ad := buf[:wire.NonceSize], buf[wire.NonceSize:]
 
 	if len(hidden) == 0 {
@@ -149,15 +149,15 @@ func Seal(in SealInput) (body []byte, md map[string]string, err error) {
 	} else {
 		// plaintext = block || body, encrypted in place: the body is copied once.
 		n := int(blockLen) + len(in.Body)
-		pt := appendBlock(make([]byte, 0, n+wire.TagSize), hidden, in.Metadata)
+		pt := appendBlock(make([]byte, 0, n+wire.TagSize), hidden)
 		pt = append(pt, in.Body...)
 		body = in.AEAD.Seal(pt[:0], nonce, pt, ad)
 	}
 	putScratch(scratch, buf)
 
 	md = make(map[string]string, len(visible)+2)
-	for _, k := range visible {
-		md[k] = in.Metadata[k]
+	for _, e := range visible {
+		md[e.k] = e.v
 	}
 	md[HeaderKey] = header
 	md[DEKKey] = in.Wrapped
@@ -266,18 +266,18 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 		return nil, nil, malformed("body longer than GCM allows")
 	}
 
-	var keysArr [8]string
-	keys := clearKeys(keysArr[:0], md)
-	if !wire.FitsU32(len(keys)) {
+	var clearArr [8]entry
+	clear := clearEntries(clearArr[:0], md)
+	if !wire.FitsU32(len(clear)) {
 		return nil, nil, malformed("more than 2^32-1 metadata entries")
 	}
-	for _, k := range keys {
-		if !wire.FitsU32(len(k)) || !wire.FitsU32(len(md[k])) {
+	for _, c := range clear {
+		if !wire.FitsU32(len(c.k)) || !wire.FitsU32(len(c.v)) {
 			return nil, nil, malformed("metadata entry longer than 2^32-1 bytes")
 		}
 	}
 	scratch := getScratch()
-	ad := appendAD((*scratch)[:0], e.Header, e.Wrapped, keys, md)
+	ad := appendAD((*scratch)[:0], e.Header, e.Wrapped, clear)
 	pt, err := aead.Open(make([]byte, 0, len(body)-wire.TagSize), e.Nonce, body, ad)
 	putScratch(scratch, ad)
 	if err != nil {
@@ -285,13 +285,13 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 	}
 
 	var out map[string]string
-	if len(keys) == 0 && !e.SensitiveMeta {
+	if len(clear) == 0 && !e.SensitiveMeta {
 		out = make(map[string]string) // no group allocated until an entry is added
 	} else {
-		out = make(map[string]string, len(keys)+1)
+		out = make(map[string]string, len(clear)+1)
 	}
-	for _, k := range keys {
-		out[k] = md[k]
+	for _, c := range clear {
+		out[c.k] = c.v
 	}
 	if e.SensitiveMeta {
 		n, err := parseBlock(pt, out)

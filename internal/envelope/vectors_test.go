@@ -569,5 +569,22 @@ func negativeCases(t *testing.T) []negativeCase {
 
 // buildAD returns the associated data of a message, as Seal and Open build it.
 func buildAD(header, wrapped string, keys []string, md map[string]string) []byte {
-	return appendAD(nil, header, wrapped, keys, md)
+	return appendAD(nil, header, wrapped, entriesOf(keys, md))
+}
+
+// entriesOf lists the entries of md named by keys, in that order.
+func entriesOf(keys []string, md map[string]string) []entry {
+	out := make([]entry, len(keys))
+	for i, k := range keys {
+		out[i] = entry{k, md[k]}
+	}
+	return out
+}
+
+// clearKeys lists the keys of md that the associated data covers, sorted (clearEntries).
+func clearKeys(keys []string, md map[string]string) []string {
+	for _, e := range clearEntries(nil, md) {
+		keys = append(keys, e.k)
+	}
+	return keys
 }

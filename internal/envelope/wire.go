@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/pubcrypt/pubcrypt/internal/wire"
@@ -29,33 +30,40 @@ func parseHeader(h string) (keyID string, nonce [wire.NonceSize]byte, sensitive 
 	return keyID, nonce, sensitive, nil
 }
 
+// entry is one metadata entry. The entries a message is sealed or opened with are read
+// from its map once, into a slice sorted by key, and every later step (the associated
+// data, the sensitive block, the metadata sent or returned) reads the slice.
+type entry struct{ k, v string }
+
+func byKey(a, b entry) int { return strings.Compare(a.k, b.k) }
+
 // appendAD appends the associated data: the label, the two envelope values and every
-// clear metadata entry (keys sorted by bytes), each length-prefixed.
-func appendAD(ad []byte, header, wrapped string, keys []string, md map[string]string) []byte {
+// clear metadata entry (sorted by key bytes), each length-prefixed.
+func appendAD(ad []byte, header, wrapped string, clear []entry) []byte {
 	ad = append(ad, adLabel...)
 	ad = wire.AppendString(ad, header)
 	ad = wire.AppendString(ad, wrapped)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(keys)))
-	for _, k := range keys {
-		ad = wire.AppendString(ad, k)
-		ad = wire.AppendString(ad, md[k])
+	ad = binary.BigEndian.AppendUint32(ad, uint32(len(clear)))
+	for _, e := range clear {
+		ad = wire.AppendString(ad, e.k)
+		ad = wire.AppendString(ad, e.v)
 	}
 	return ad
 }
 
-// clearKeys appends to keys the keys of md that the associated data covers (all but the
-// two envelope entries), sorted by bytes.
-func clearKeys(keys []string, md map[string]string) []string {
+// clearEntries appends to clear the entries of md that the associated data covers (all
+// but the two envelope entries), sorted by key bytes.
+func clearEntries(clear []entry, md map[string]string) []entry {
 	if len(md) == envelopeEntries(md) {
-		return keys // the envelope entries only
+		return clear // the envelope entries only
 	}
-	for k := range md {
+	for k, v := range md {
 		if k != HeaderKey && k != DEKKey {
-			keys = append(keys, k)
+			clear = append(clear, entry{k, v})
 		}
 	}
-	slices.Sort(keys)
-	return keys
+	slices.SortFunc(clear, byKey)
+	return clear
 }
 
 // envelopeEntries counts the envelope entries present in md (0, 1 or 2).
@@ -70,22 +78,22 @@ func envelopeEntries(md map[string]string) int {
 	return n
 }
 
-// blockSize is the encoded size of the sensitive block holding keys.
-func blockSize(keys []string, md map[string]string) uint64 {
+// blockSize is the encoded size of the sensitive block holding hidden.
+func blockSize(hidden []entry) uint64 {
 	size := uint64(4)
-	for _, k := range keys {
-		size += 8 + uint64(len(k)) + uint64(len(md[k]))
+	for _, e := range hidden {
+		size += 8 + uint64(len(e.k)) + uint64(len(e.v))
 	}
 	return size
 }
 
-// appendBlock appends the sensitive block: u32be(count), then each entry (keys sorted by
+// appendBlock appends the sensitive block: u32be(count), then each entry (sorted by key
 // bytes) as u32be(len(k)) k u32be(len(v)) v.
-func appendBlock(b []byte, keys []string, md map[string]string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(keys)))
-	for _, k := range keys {
-		b = wire.AppendString(b, k)
-		b = wire.AppendString(b, md[k])
+func appendBlock(b []byte, hidden []entry) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(hidden)))
+	for _, e := range hidden {
+		b = wire.AppendString(b, e.k)
+		b = wire.AppendString(b, e.v)
 	}
 	return b
 }

@@ -3,6 +3,8 @@ package wire
 import (
 	"bytes"
 	"encoding/hex"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -211,6 +213,45 @@ func BenchmarkParseHeader(b *testing.B) {
 	for b.Loop() {
 		if _, _, _, err := ParseHeader(h); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestValidValueWords checks the word-at-a-time ValidValue against the byte-by-byte
+// rule, for every byte value at every position of a word and on random strings.
+func TestValidValueWords(t *testing.T) {
+	naive := func(v string) bool {
+		if len(v) == 0 || len(v) > MaxValueLen {
+			return false
+		}
+		for i := 0; i < len(v); i++ {
+			if v[i] < 0x20 || v[i] > 0x7e {
+				return false
+			}
+		}
+		return true
+	}
+	base := []byte("vault:v1:ABCDEFGHIJKLMNOPQRSTUVWXYZ~ 0123456789")
+	for pos := range base {
+		for c := range 256 {
+			b := slices.Clone(base)
+			b[pos] = byte(c)
+			if got, want := ValidValue(string(b)), naive(string(b)); got != want {
+				t.Fatalf("byte %#x at %d: ValidValue = %v, want %v", c, pos, got, want)
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 100000 {
+		b := make([]byte, r.IntN(40))
+		for i := range b {
+			b[i] = byte(0x1e + r.IntN(0x63)) // mostly printable, edges on both sides
+			if r.IntN(50) == 0 {
+				b[i] = byte(r.IntN(256))
+			}
+		}
+		if got, want := ValidValue(string(b)), naive(string(b)); got != want {
+			t.Fatalf("%q: ValidValue = %v, want %v", b, got, want)
 		}
 	}
 }
