@@ -266,18 +266,18 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 		return nil, nil, malformed("body longer than GCM allows")
 	}
 
-	var clearArr [8]entry
-	clear := clearEntries(clearArr[:0], md)
-	if !wire.FitsU32(len(clear)) {
+	var visibleArr [8]entry
+	visible := clearEntries(visibleArr[:0], md)
+	if !wire.FitsU32(len(visible)) {
 		return nil, nil, malformed("more than 2^32-1 metadata entries")
 	}
-	for _, c := range clear {
+	for _, c := range visible {
 		if !wire.FitsU32(len(c.k)) || !wire.FitsU32(len(c.v)) {
 			return nil, nil, malformed("metadata entry longer than 2^32-1 bytes")
 		}
 	}
 	scratch := getScratch()
-	ad := appendAD((*scratch)[:0], e.Header, e.Wrapped, clear)
+	ad := appendAD((*scratch)[:0], e.Header, e.Wrapped, visible)
 	pt, err := aead.Open(make([]byte, 0, len(body)-wire.TagSize), e.Nonce, body, ad)
 	putScratch(scratch, ad)
 	if err != nil {
@@ -285,12 +285,12 @@ func (e *Envelope) Open(aead cipher.AEAD, body []byte, md map[string]string) ([]
 	}
 
 	var out map[string]string
-	if len(clear) == 0 && !e.SensitiveMeta {
+	if len(visible) == 0 && !e.SensitiveMeta {
 		out = make(map[string]string) // no group allocated until an entry is added
 	} else {
-		out = make(map[string]string, len(clear)+1)
+		out = make(map[string]string, len(visible)+1)
 	}
-	for _, c := range clear {
+	for _, c := range visible {
 		out[c.k] = c.v
 	}
 	if e.SensitiveMeta {

@@ -39,31 +39,31 @@ func byKey(a, b entry) int { return strings.Compare(a.k, b.k) }
 
 // appendAD appends the associated data: the label, the two envelope values and every
 // clear metadata entry (sorted by key bytes), each length-prefixed.
-func appendAD(ad []byte, header, wrapped string, clear []entry) []byte {
+func appendAD(ad []byte, header, wrapped string, visible []entry) []byte {
 	ad = append(ad, adLabel...)
 	ad = wire.AppendString(ad, header)
 	ad = wire.AppendString(ad, wrapped)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(clear)))
-	for _, e := range clear {
+	ad = binary.BigEndian.AppendUint32(ad, uint32(len(visible)))
+	for _, e := range visible {
 		ad = wire.AppendString(ad, e.k)
 		ad = wire.AppendString(ad, e.v)
 	}
 	return ad
 }
 
-// clearEntries appends to clear the entries of md that the associated data covers (all
+// clearEntries appends to visible the entries of md that the associated data covers (all
 // but the two envelope entries), sorted by key bytes.
-func clearEntries(clear []entry, md map[string]string) []entry {
+func clearEntries(visible []entry, md map[string]string) []entry {
 	if len(md) == envelopeEntries(md) {
-		return clear // the envelope entries only
+		return visible // the envelope entries only
 	}
 	for k, v := range md {
 		if k != HeaderKey && k != DEKKey {
-			clear = append(clear, entry{k, v})
+			visible = append(visible, entry{k, v})
 		}
 	}
-	slices.SortFunc(clear, byKey)
-	return clear
+	slices.SortFunc(visible, byKey)
+	return visible
 }
 
 // envelopeEntries counts the envelope entries present in md (0, 1 or 2).
