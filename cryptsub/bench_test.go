@@ -149,8 +149,8 @@ func receiveOne(b *testing.B, ctx context.Context, sub *pubsub.Subscription) *pu
 // each protection mode, against the real Vault dev server and over an in-memory topic, so
 // that the figures are the encryption's and Vault's, not a broker's: SendBatch of 1,000,
 // then batches of 1,000 received and decrypted as ReceiveBatch does (DecryptBatch), timed
-// from the first message on (receiveOne). One op is 1,000 purchases through each mode, one mode after
-// the other in the same run, on the same bodies:
+// from the first message on (receiveOne). One op is 1,000 purchases through each mode,
+// one mode after the other in the same run, on the same bodies:
 //
 //   - body: the whole body encrypted (the default): local AES-GCM under a cached data key
 //   - envelope: name, address and card_number as envelope fields (local AES-GCM)
@@ -544,7 +544,9 @@ func BenchmarkRoundTripKafka(b *testing.B) {
 	}
 	b.StopTimer()
 	rate := map[string]float64{}
+	elapsed := map[string]time.Duration{}
 	for _, s := range sides {
+		elapsed[s.name] = s.elapsed
 		rate[s.name] = float64(b.N) / s.elapsed.Seconds()
 		b.ReportMetric(rate[s.name], s.name+"-msgs/s")
 		b.ReportMetric(float64(b.N)/s.sending.Seconds(), s.name+"-send/s")
@@ -558,15 +560,8 @@ func BenchmarkRoundTripKafka(b *testing.B) {
 	ratio("kgo-plain", "kafka-plain", "kgo-vs-kafka")
 	ratio("kafka-encrypted", "kafka-plain", "kafka-encrypted-vs-plain")
 	ratio("kgo-encrypted", "kgo-plain", "kgo-encrypted-vs-plain")
-	elapsed := func(name string) (time.Duration, bool) {
-		i := slices.IndexFunc(sides, func(s *side) bool { return s.name == name })
-		if i < 0 {
-			return 0, false
-		}
-		return sides[i].elapsed, true
-	}
 	for _, name := range []string{"kafka", "kgo"} {
-		plain, ok := elapsed(name + "-plain")
+		plain, ok := elapsed[name+"-plain"]
 		if !ok {
 			continue
 		}
@@ -575,7 +570,7 @@ func BenchmarkRoundTripKafka(b *testing.B) {
 		// What encryption adds to a message's round trip in all (codec, cipher, the
 		// larger record and its two envelope headers, garbage collection), to set
 		// beside gcm-ns/msg.
-		if enc, ok := elapsed(name + "-encrypted"); ok {
+		if enc, ok := elapsed[name+"-encrypted"]; ok {
 			b.ReportMetric(float64((enc-plain).Nanoseconds())/float64(b.N), name+"-added-ns/msg")
 		}
 	}
