@@ -82,17 +82,17 @@ func (v *Vault) fpeBatch(ctx context.Context, op, key string, version int, items
 	if op == "fpe decode" {
 		path = "decode/" + key
 	}
-	in := make([]map[string]string, len(items))
+	in := make([]input, len(items))
 	for i, it := range items {
-		m := map[string]string{"value": it.Value}
+		m := input(nil).add("value", it.Value)
 		if len(it.Tweak) > 0 {
-			m["tweak"] = base64.StdEncoding.EncodeToString(it.Tweak)
+			m = m.add("tweak", base64.StdEncoding.EncodeToString(it.Tweak))
 		}
 		if it.Options != "" {
-			m["options"] = it.Options
+			m = m.add("options", it.Options)
 		}
 		if version > 0 {
-			m["key_version"] = strconv.Itoa(version)
+			m = m.add("key_version", strconv.Itoa(version))
 		}
 		in[i] = m
 	}

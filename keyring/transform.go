@@ -142,17 +142,17 @@ func transformBatch(ctx context.Context, v *Vault, op, transformation string, va
 	if tweaks != nil && len(tweaks) != len(values) {
 		return nil, &Error{Op: op, KeyID: role, Kind: ErrInvalidInput, Err: fmt.Errorf("%d tweaks for %d values", len(tweaks), len(values))}
 	}
-	in := make([]map[string]string, len(values))
+	in := make([]input, len(values))
 	for i, val := range values {
-		m := map[string]string{"value": val}
+		m := input(nil).add("value", val)
 		if transformation != "" {
-			m["transformation"] = transformation
+			m = m.add("transformation", transformation)
 		}
 		if tweaks != nil && tweaks[i] != nil {
 			if len(tweaks[i]) != 7 {
 				return nil, &Error{Op: op, KeyID: role, Kind: ErrInvalidInput, Err: fmt.Errorf("item %d: tweak has %d bytes, want 7", i, len(tweaks[i]))}
 			}
-			m["tweak"] = base64.StdEncoding.EncodeToString(tweaks[i])
+			m = m.add("tweak", base64.StdEncoding.EncodeToString(tweaks[i]))
 		}
 		in[i] = m
 	}

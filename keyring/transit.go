@@ -120,9 +120,9 @@ func (v *Vault) EncryptBatch(ctx context.Context, key string, items []TransitIte
 	if err := checkBatch(op, key, items); err != nil {
 		return err
 	}
-	in := make([]map[string]string, len(items))
+	in := make([]input, len(items))
 	for i, it := range items {
-		in[i] = transitInput(map[string]string{"plaintext": base64.StdEncoding.EncodeToString(it.Plaintext)}, it)
+		in[i] = transitInput(input(nil).add("plaintext", base64.StdEncoding.EncodeToString(it.Plaintext)), it)
 	}
 	results, err := v.batch(ctx, op, key, "encrypt/"+key, in)
 	if err != nil {
@@ -162,7 +162,7 @@ func (v *Vault) DecryptBatch(ctx context.Context, key string, items []TransitIte
 	if err := checkBatch(op, key, items); err != nil {
 		return err
 	}
-	var in []map[string]string
+	var in []input
 	var sent []int // index in items of each element of in
 	for i := range items {
 		it := &items[i]
@@ -171,7 +171,7 @@ func (v *Vault) DecryptBatch(ctx context.Context, key string, items []TransitIte
 			it.Err = &Error{Op: op, KeyID: key, Kind: ErrDecrypt, Err: errors.New(`ciphertext is not of the form "vault:vN:..."`)}
 			continue
 		}
-		in = append(in, transitInput(map[string]string{"ciphertext": it.Ciphertext}, *it))
+		in = append(in, transitInput(input(nil).add("ciphertext", it.Ciphertext), *it))
 		sent = append(sent, i)
 	}
 	if len(in) == 0 {
@@ -216,14 +216,68 @@ func checkBatch(op, key string, items []TransitItem) error {
 // transitInput adds an item's associated data and context to a batch_input element.
 // Vault base64-decodes both; raw text would fail to decode or, worse, decode to other
 // bytes when it happens to be valid base64.
-func transitInput(m map[string]string, it TransitItem) map[string]string {
+func transitInput(in input, it TransitItem) input {
 	if len(it.AssociatedData) > 0 {
-		m["associated_data"] = base64.StdEncoding.EncodeToString(it.AssociatedData)
+		in = in.add("associated_data", base64.StdEncoding.EncodeToString(it.AssociatedData))
 	}
 	if len(it.Context) > 0 {
-		m["context"] = base64.StdEncoding.EncodeToString(it.Context)
+		in = in.add("context", base64.StdEncoding.EncodeToString(it.Context))
 	}
-	return m
+	return in
+}
+
+// input is one batch_input element, encoded as it is built: the members of a JSON object
+// of strings, without the braces. It replaces a map[string]string given to json.Marshal,
+// which cost a map per item and reflection, key sorting and allocations per entry: at
+// 1,000 items a request, about a microsecond per item on the 2-core machine, the larger
+// part of what the client spends on a transit field.
+type input []byte
+
+// add appends the member "k": v. The first member allocates room for a few more.
+func (in input) add(k, v string) input {
+	if cap(in) == 0 {
+		in = make(input, 0, len(k)+len(v)+96)
+	} else if len(in) > 0 {
+		in = append(in, ',')
+	}
+	in = appendJSONString(in, k)
+	in = append(in, ':')
+	return appendJSONString(in, v)
+}
+
+// appendJSONString appends s as a JSON string. Printable ASCII without '"' or '\' (every
+// base64 value, ciphertext, key version and option string pubcrypt sends) is copied as it
+// is; anything else goes through encoding/json, which escapes it and replaces invalid
+// UTF-8 as json.Marshal always did here.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// batchBody is the request body {"batch_input":[...]} of in.
+func batchBody(in []input) []byte {
+	n := len(`{"batch_input":[]}`)
+	for _, it := range in {
+		n += len(it) + 3
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"batch_input":[`...)
+	for i, it := range in {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '{')
+		b = append(b, it...)
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
 }
 
 // batchResult is one element of Vault's batch_results, for encrypt, decrypt and
@@ -259,7 +313,7 @@ const (
 // batch_results, one per input, in order. The error is a failure of a request as a
 // whole; a value Vault refuses for its size fails alone, in its item's result (see
 // splitRefused).
-func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+func (v *Vault) batch(ctx context.Context, op, key, path string, in []input) ([]batchResult, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}
@@ -292,14 +346,14 @@ func (v *Vault) batch(ctx context.Context, op, key, path string, in []map[string
 // splitBatch cuts in into the requests batch sends: equal parts of at least
 // minParallelItems items, as many as maxInFlight (more if maxBatchItems requires), each
 // then cut where it would exceed maxBatchBytes.
-func splitBatch(in []map[string]string) [][]map[string]string {
+func splitBatch(in []input) [][]input {
 	parts := max(1, min(maxInFlight, len(in)/minParallelItems), (len(in)+maxBatchItems-1)/maxBatchItems)
 	per := (len(in) + parts - 1) / parts
-	var chunks [][]map[string]string
+	var chunks [][]input
 	for start := 0; start < len(in); {
 		end, size := start, 2
 		for end < len(in) && end-start < per {
-			n := inputSize(in[end])
+			n := len(in[end]) + 3
 			if end > start && size+n > maxBatchBytes {
 				break
 			}
@@ -315,22 +369,13 @@ func splitBatch(in []map[string]string) [][]map[string]string {
 	return chunks
 }
 
-// inputSize is the size in bytes of one batch_input element as JSON, near enough.
-func inputSize(m map[string]string) int {
-	n := 2
-	for k, v := range m {
-		n += len(k) + len(v) + 6
-	}
-	return n
-}
-
 // splitRefused sends in as one request; if Vault refuses the request as a whole for its
 // content (ErrValueRefused: a value over its JSON limits, which it answers with HTTP 500
 // and no batch_results), it sends each half again, down to single items, so that only
 // the values at fault fail: each gets the refusal in its own result, and the others are
 // encrypted or decrypted. Costs about 2·log2(len(in)) extra requests per refused value,
 // on a path that only a message at fault takes.
-func (v *Vault) splitRefused(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
+func (v *Vault) splitRefused(ctx context.Context, op, key, path string, in []input) ([]batchResult, error) {
 	results, err := v.batchOnce(ctx, op, key, path, in)
 	if err == nil || !errors.Is(err, ErrValueRefused) {
 		return results, err
@@ -358,16 +403,9 @@ func (v *Vault) splitRefused(ctx context.Context, op, key, path string, in []map
 // answers a batch with failed items with HTTP 400 (500 for internal errors) and still
 // lists every item's result, so an error answer that carries batch_results is per item,
 // and only one without them is a failure of the request.
-func (v *Vault) batchOnce(ctx context.Context, op, key, path string, in []map[string]string) ([]batchResult, error) {
-	body, err := json.Marshal(map[string]any{"batch_input": in})
-	if err != nil {
-		return nil, &Error{Op: op, KeyID: key, Err: err}
-	}
-	var answer struct {
-		Data struct {
-			BatchResults []batchResult `json:"batch_results"`
-		} `json:"data"`
-	}
+func (v *Vault) batchOnce(ctx context.Context, op, key, path string, in []input) ([]batchResult, error) {
+	body := batchBody(in)
+	var answer batchAnswer
 	status, err := v.do(ctx, http.MethodPost, path, body, &answer)
 	results := answer.Data.BatchResults
 	switch {
@@ -400,8 +438,13 @@ func (v *Vault) do(ctx context.Context, method, path string, body []byte, out an
 		return 0, err
 	}
 	defer resp.Body.Close()
-	// A decode error leaves out empty; the caller checks what it needs.
-	json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+	// A decode error leaves out empty or partly filled; the caller checks what it needs.
+	if a, ok := out.(*batchAnswer); ok {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		a.decode(b)
+	} else {
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
+	}
 	return resp.StatusCode, err
 }
 

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -606,7 +609,7 @@ func TestSplitBatch(t *testing.T) {
 		{0, 1, 0}, {1, 1, 1}, {100, 1, 100}, {300, 1, 300}, {499, 1, 499},
 		{500, 2, 250}, {999, 3, 333}, {2000, 4, 500}, {5000, 5, 1000}, {12_000, 12, 1000},
 	} {
-		chunks := splitBatch(make([]map[string]string, c.n))
+		chunks := splitBatch(make([]input, c.n))
 		total := 0
 		for _, ch := range chunks {
 			total += len(ch)
@@ -614,5 +617,58 @@ func TestSplitBatch(t *testing.T) {
 		if len(chunks) != c.parts || len(chunks[0]) != c.first || total != c.n {
 			t.Errorf("%d items: %d chunks, first %d, %d in all; want %d chunks, first %d", c.n, len(chunks), len(chunks[0]), total, c.parts, c.first)
 		}
+	}
+}
+
+// TestBatchBody checks the hand-built batch_input against encoding/json: the body must
+// decode to the members each input was given, as json.Marshal of the same maps would,
+// whatever the strings hold (quotes, backslashes, control bytes, non-ASCII, invalid
+// UTF-8, nothing).
+func TestBatchBody(t *testing.T) {
+	values := []string{"", "QUJD", "vault:v1:abc+/=", `a"b`, `a\b`, "line\nfeed\x00\x1f", "é€😀", "bad\xffutf8", "del\x7f", "<&>", strings.Repeat("x", 5000)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+		}
+		values = append(values, string(b))
+	}
+	var in []input
+	var want []map[string]string
+	for i, v := range values {
+		k := []string{"plaintext", "value", "ciphertext"}[i%3]
+		m := map[string]string{k: v}
+		it := input(nil).add(k, v)
+		if i%2 == 0 {
+			m["context"] = values[(i*7)%len(values)]
+			it = it.add("context", m["context"])
+		}
+		in = append(in, it)
+		want = append(want, m)
+	}
+	var got struct {
+		BatchInput []map[string]string `json:"batch_input"`
+	}
+	if err := json.Unmarshal(batchBody(in), &got); err != nil {
+		t.Fatalf("batch body is not JSON: %v", err)
+	}
+	var ref struct {
+		BatchInput []map[string]string `json:"batch_input"`
+	}
+	marshalled, _ := json.Marshal(map[string]any{"batch_input": want})
+	if err := json.Unmarshal(marshalled, &ref); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.BatchInput, ref.BatchInput) {
+		for i := range ref.BatchInput {
+			if i >= len(got.BatchInput) || !reflect.DeepEqual(got.BatchInput[i], ref.BatchInput[i]) {
+				t.Fatalf("item %d decodes differently from json.Marshal's encoding", i)
+			}
+		}
+		t.Fatalf("%d items decoded, want %d", len(got.BatchInput), len(ref.BatchInput))
+	}
+	if string(batchBody(nil)) != `{"batch_input":[]}` {
+		t.Errorf("empty batch body %s", batchBody(nil))
 	}
 }
