@@ -34,6 +34,7 @@ package keyring
 // same door for every token.
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -439,13 +440,23 @@ func (v *Vault) do(ctx context.Context, method, path string, body []byte, out an
 	}
 	defer resp.Body.Close()
 	// A decode error leaves out empty or partly filled; the caller checks what it needs.
-	if a, ok := out.(*batchAnswer); ok {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-		a.decode(b)
-	} else {
-		json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out)
-	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	decodeAnswer(b, out)
 	return resp.StatusCode, err
+}
+
+// fastDecoder is an answer type that can read the answers it usually gets without
+// encoding/json (batchAnswer); do falls back to encoding/json when fastDecode reports
+// false.
+type fastDecoder interface{ fastDecode(b []byte) bool }
+
+// decodeAnswer decodes the JSON answer b into out, as json.Decoder does: by out's
+// fastDecode where it has one that can, by encoding/json otherwise.
+func decodeAnswer(b []byte, out any) {
+	if d, ok := out.(fastDecoder); ok && d.fastDecode(b) {
+		return
+	}
+	json.NewDecoder(bytes.NewReader(b)).Decode(out)
 }
 
 // itemError is the *Error of one failed item of a batch.
