@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"gocloud.dev/pubsub"
 
@@ -188,15 +187,19 @@ func (s *Subscription) ReceiveInfo(ctx context.Context) (*pubsub.Message, Info, 
 	return m, info, nil
 }
 
-// BatchLinger is how long ReceiveBatch waits, after the first message, for more messages
-// to fill the batch.
-const BatchLinger = 10 * time.Millisecond
+// BatchLinger is how long ReceiveBatch waits for each further message of a batch; it
+// waits BatchMaxLinger at most in all.
+const (
+	BatchLinger    = broker.Linger
+	BatchMaxLinger = broker.MaxLinger
+)
 
-// ReceiveBatch waits for the next message as Receive does, then takes up to max-1 more
-// that arrive within BatchLinger, and decrypts them together: the protected fields of all
-// field-level messages cost one key-service call per Vault key for the whole batch
-// instead of one per message (docs/FIELDS.md); whole-body messages are decrypted as
-// Receive decrypts them. max below 1 counts as 1.
+// ReceiveBatch waits for the next message as Receive does, then takes up to max-1 more,
+// each arriving within BatchLinger of the one before (BatchMaxLinger in all), and
+// decrypts them together: the protected fields of all field-level messages cost one
+// key-service call per Vault key for the whole batch instead of one per message
+// (docs/FIELDS.md); whole-body messages are decrypted as Receive decrypts them. max below
+// 1 counts as 1.
 //
 // The three slices always have the same length, at least 1. For each i, errs[i] is nil,
 // and msgs[i] the decrypted message with infos[i] saying how it was protected; or errs[i]
@@ -208,26 +211,11 @@ const BatchLinger = 10 * time.Millisecond
 // not a *DecryptError, as from pubsub.Subscription.Receive. A subscription error while
 // the batch is being filled only ends the batch; the next call reports it.
 func (s *Subscription) ReceiveBatch(ctx context.Context, max int) ([]*pubsub.Message, []Info, []error) {
-	if max < 1 {
-		max = 1
-	}
 	first, err := s.sub.Receive(ctx)
 	if err != nil {
 		return []*pubsub.Message{nil}, []Info{{}}, []error{err}
 	}
-	msgs := []*pubsub.Message{first}
-	if max > 1 {
-		lctx, cancel := context.WithTimeout(ctx, BatchLinger)
-		for len(msgs) < max {
-			m, err := s.sub.Receive(lctx)
-			if err != nil {
-				break
-			}
-			msgs = append(msgs, m)
-		}
-		cancel()
-	}
-
+	msgs := broker.Gather(ctx, s.sub, first, max)
 	infos, errs := s.DecryptBatch(ctx, msgs)
 	return msgs, infos, errs
 }

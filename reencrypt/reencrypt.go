@@ -156,8 +156,8 @@ func Copy(ctx context.Context, src *cryptsub.Subscription, dst *crypttopic.Topic
 	return st, nil
 }
 
-// receive waits up to idle for a first message, then takes up to n-1 more that arrive
-// within cryptsub.BatchLinger. None and no error: idle.
+// receive waits up to idle for a first message, then gathers up to n-1 more as
+// cryptsub.ReceiveBatch does (broker.Gather). None and no error: idle.
 func receive(ctx context.Context, sub *pubsub.Subscription, n int, idle time.Duration) ([]*pubsub.Message, error) {
 	rctx, cancel := context.WithTimeout(ctx, idle)
 	first, err := sub.Receive(rctx)
@@ -168,15 +168,5 @@ func receive(ctx context.Context, sub *pubsub.Subscription, n int, idle time.Dur
 		}
 		return nil, err
 	}
-	msgs := []*pubsub.Message{first}
-	lctx, cancel := context.WithTimeout(ctx, cryptsub.BatchLinger)
-	defer cancel()
-	for len(msgs) < n {
-		m, err := sub.Receive(lctx)
-		if err != nil {
-			break
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs, nil
+	return broker.Gather(ctx, sub, first, n), nil
 }
