@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
 	"gocloud.dev/pubsub"
 )
 
@@ -14,13 +13,7 @@ import (
 // hands messages over one at a time, a backlog is gathered in whole batches, in order,
 // and a drained subscription ends its batch with what it has.
 func TestGather(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "backlog"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	clearKafkaEnv(t)
-	t.Setenv(EnvKafkaBrokers, c.ListenAddrs()[0])
+	startKfake(t, "backlog")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

@@ -30,6 +30,20 @@ func writeFile(t *testing.T, name, content string) string {
 	return p
 }
 
+// startKfake starts a one-broker kfake cluster holding topics (one partition each), for
+// the test's lifetime, and points the Kafka settings of the environment at it alone.
+func startKfake(t *testing.T, topics ...string) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	clearKafkaEnv(t)
+	t.Setenv(EnvKafkaBrokers, c.ListenAddrs()[0])
+	return c
+}
+
 func clearKafkaEnv(t *testing.T) {
 	for _, k := range []string{EnvKafkaBrokers, EnvKafkaProperties, EnvKafkaSASLUsername, EnvKafkaSASLPassword, EnvKafkaSASLMechanism, EnvKafkaTLS, EnvKafkaCAFile} {
 		t.Setenv(k, "")

@@ -112,13 +112,7 @@ func TestKgoSASL(t *testing.T) {
 // open after Options.Timeout as an environment fault, and a CreateKafkaTopics topic
 // opens.
 func TestKgoOpen(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "present"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	clearKafkaEnv(t)
-	t.Setenv(EnvKafkaBrokers, c.ListenAddrs()[0])
+	startKfake(t, "present")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := OpenTopic(ctx, "kgo://absent"); !errors.Is(err, ErrTopicNotFound) {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"gocloud.dev/pubsub"
 
 	"github.com/pubcrypt/pubcrypt/fault"
@@ -79,13 +78,7 @@ func TestOpenSilentBrokerIsBounded(t *testing.T) {
 // TestOpenMissingTopic: a topic that does not exist is an error at open, for a topic and
 // for a subscription, instead of a stall at the first send or receive.
 func TestOpenMissingTopic(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "present"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	clearKafkaEnv(t)
-	t.Setenv(EnvKafkaBrokers, c.ListenAddrs()[0])
+	startKfake(t, "present")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := OpenTopic(ctx, "kafka://absent"); !errors.Is(err, ErrTopicNotFound) {
@@ -107,13 +100,7 @@ func TestOpenMissingTopic(t *testing.T) {
 // waiting for sarama's once-a-second commit and without shutting the subscription down
 // (as after a SIGKILL).
 func TestCommitStoresOffsetAtOnce(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	clearKafkaEnv(t)
-	t.Setenv(EnvKafkaBrokers, c.ListenAddrs()[0])
+	c := startKfake(t, "t")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
