@@ -185,7 +185,6 @@ type bridger struct {
 	kr               keyring.Keyring
 	vaultTimeout     time.Duration
 	batch            int
-	linger           time.Duration // how long to wait for a batch to fill once it has a message; 0: 50ms
 	stop             stopFlags
 	onFault          string
 	dlURL            string
@@ -288,28 +287,19 @@ func stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// receive waits for a first message (up to --idle), then takes what arrives within the
-// linger time, up to the batch size and --max.
+// receive waits for a first message (up to --idle), then gathers more as every receive
+// path does (broker.Gather), up to the batch size and --max; a failed subscription only
+// ends the batch, and the next receive reports it.
 func (b *bridger) receive(ctx context.Context, total int) ([]*pubsub.Message, error) {
-	linger := b.linger
-	if linger == 0 {
-		linger = 50 * time.Millisecond
-	}
 	first, err := b.stop.receive(ctx, b.src.Receive)
 	if err != nil {
 		return nil, err
 	}
-	batch := []*pubsub.Message{first}
-	lctx, cancel := context.WithTimeout(ctx, linger)
-	defer cancel()
-	for len(batch) < b.batch && !b.stop.done(total+len(batch)) {
-		m, err := b.src.Receive(lctx)
-		if err != nil {
-			break // the next receive reports a failed subscription
-		}
-		batch = append(batch, m)
+	max := b.batch
+	if b.stop.max > 0 {
+		max = min(max, b.stop.max-total)
 	}
-	return batch, nil
+	return broker.Gather(ctx, b.src, first, max), nil
 }
 
 // forward protects and sends one batch, then acknowledges it and commits its offsets. A

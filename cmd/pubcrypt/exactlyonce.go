@@ -107,10 +107,8 @@ func (b *bridger) closeTx() {
 // transactional ID.
 func (b *bridger) runTx(ctx context.Context) (bridgeStats, error) {
 	var st bridgeStats
-	linger := b.linger
-	if linger == 0 {
-		linger = 50 * time.Millisecond
-	}
+	// franz-go fetches records in bulk: one window for the whole batch is enough here.
+	linger := broker.MaxLinger
 	for !b.stop.done(st.total()) {
 		if b.tx == nil {
 			if err := b.startTx(ctx); err != nil {
