@@ -295,11 +295,16 @@ func (b *bridger) receive(ctx context.Context, total int) ([]*pubsub.Message, er
 	if err != nil {
 		return nil, err
 	}
-	max := b.batch
+	return broker.Gather(ctx, b.src, first, b.batchLimit(total)), nil
+}
+
+// batchLimit is how many messages the next batch may hold after total were handled: the
+// batch size, or what --max leaves if that is less.
+func (b *bridger) batchLimit(total int) int {
 	if b.stop.max > 0 {
-		max = min(max, b.stop.max-total)
+		return min(b.batch, b.stop.max-total)
 	}
-	return broker.Gather(ctx, b.src, first, max), nil
+	return b.batch
 }
 
 // forward protects and sends one batch, then acknowledges it and commits its offsets. A

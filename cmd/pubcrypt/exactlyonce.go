@@ -123,11 +123,7 @@ func (b *bridger) runTx(ctx context.Context) (bridgeStats, error) {
 			}
 			b.outage.over()
 		}
-		max := b.batch
-		if b.stop.max > 0 {
-			max = min(max, b.stop.max-st.total())
-		}
-		batch, err := b.stop.pollTx(ctx, b.tx, max, linger)
+		batch, err := b.stop.pollTx(ctx, b.tx, b.batchLimit(st.total()), linger)
 		switch {
 		case errors.Is(err, errIdle) || interrupted(ctx, err):
 			return st, nil
